@@ -1,0 +1,1 @@
+"""Result stores: one interface (``ResultStore``), DynamoDB and embedded-warehouse implementations."""

@@ -1,0 +1,1 @@
+"""Composition root: settings, the app factory, the command line. The only place that reads the environment."""

@@ -1,0 +1,5 @@
+import sys
+
+from oot_hud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""The app factory: one FastAPI app mounting one router per domain, wired to the services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from oot_hud.services import Services, build_services, close_services
+from oot_hud.settings import Settings
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app. With ``services`` given (tests), the caller owns their lifecycle."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        built = await build_services(settings)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            await close_services(built)
+
+    app = FastAPI(title="oot-hud", version="0.1.0", lifespan=lifespan,
+                  description="Results of PyTorch's out-of-tree backend CI.")
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> JSONResponse:
+        current: Services = request.app.state.services
+        store_ok = await current.store.ping()
+        warehouse_ok = current.warehouse.ping()
+        body = {"ok": store_ok and warehouse_ok, "store": current.store.name, "store_reachable": store_ok,
+                "warehouse": current.warehouse.kind, "warehouse_reachable": warehouse_ok}
+        return JSONResponse(body, status_code=200 if body["ok"] else 503)
+
+    return app

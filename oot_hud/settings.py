@@ -1,0 +1,61 @@
+"""All configuration in one typed object, read from ``OOT_HUD_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OOT_HUD_", extra="ignore")
+
+    data_dir: Path = Field(Path(".oot-hud"), description="embedded warehouse directory")
+    relay_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted relay tokens, comma-separated (several during rotation)")
+    clickhouse_url: SecretStr | None = Field(None, description="http(s)://user:pass@host:port/db; unset = embedded")
+    clickhouse_database: str = Field("oot_hud", description="database when the URL names none, or embedded")
+    dynamo_table: str | None = Field(None, description="DynamoDB table; set = write results through DynamoDB")
+
+    rate_limit_per_minute: int = Field(600, ge=1, description="accepted results per downstream repo a minute")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
+    commit_window_ms: float = Field(5.0, ge=0, description="embedded store: how long a write group gathers")
+    silence_hours: float = Field(6.0, gt=0, description="in_progress for longer than this shows 'no report'")
+
+    github_app_id: str | None = None
+    github_private_key: SecretStr | None = Field(None, description="PEM text or a path to a PEM file")
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_app_slug: str | None = Field(None, description="the App's slug; its comments come from <slug>[bot]")
+    bot_debounce_seconds: float = Field(3.0, ge=0)
+    bot_pace_seconds: float = Field(1.0, ge=0, description="gap between content-creating calls per installation")
+    bot_sweep_seconds: float = Field(60.0, gt=0)
+
+    public_url: str = Field("http://127.0.0.1:8000", description="base URL of the pages, for links")
+
+    @field_validator("relay_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_url is None
+
+    @property
+    def github_enabled(self) -> bool:
+        return bool(self.github_app_id and self.github_private_key)
+
+    def private_key_pem(self) -> str | None:
+        if self.github_private_key is None:
+            return None
+        value = self.github_private_key.get_secret_value()
+        if "-----BEGIN" in value:
+            return value
+        return Path(value).expanduser().read_text()

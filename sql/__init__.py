@@ -1,0 +1,1 @@
+"""The warehouse: schema, the job record every part shares, and saved queries."""

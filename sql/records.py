@@ -1,0 +1,210 @@
+"""The job record (one relay callback's facts), the PR reference, and the one record -> row mapping.
+
+A record is also a DynamoDB item: attribute names equal warehouse column names, so the embedded store
+and the replicator both turn a stored item into a warehouse row with ``item_to_row``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+JOB_RESULTS_TABLE = "oot_job_results"
+DEAD_LETTER_TABLE = "oot_dead_letters"
+
+STATUS_IN_PROGRESS = "in_progress"
+STATUS_COMPLETED = "completed"
+STATUSES = (STATUS_IN_PROGRESS, STATUS_COMPLETED)
+EVENT_TYPES = ("pull_request", "push", "nightly", "periodic")
+
+# Written only by the first callback that carries them (DynamoDB: if_not_exists).
+FIRST_ONLY_FIELDS = frozenset({"first_received_at", "started_at", "queue_time_s"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, order=True)
+class PrRef:
+    """A pull request of an upstream repository; ``head_sha`` is the commit a change concerned."""
+
+    upstream_repo: str
+    pr_number: int
+    head_sha: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job execution's facts from one callback. ``None`` means "absent: do not write"."""
+
+    key: str
+    downstream_repo: str
+    event_type: str
+    delivery_id: str
+    upstream_repo: str
+    pr_number: int
+    head_sha: str
+    workflow_name: str
+    job_name: str
+    check_run_id: str
+    run_attempt: int
+    status: str
+    received_at: datetime
+    downstream_level: str | None = None
+    ref: str | None = None
+    run_id: str | None = None
+    workflow_url: str | None = None
+    artifact_url: str | None = None
+    schema_version: str | None = None
+    conclusion: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    queue_time_s: float | None = None
+    execution_time_s: float | None = None
+    tests_passed: int | None = None
+    tests_failed: int | None = None
+    tests_skipped: int | None = None
+    tests_total: int | None = None
+
+    def present_fields(self) -> dict[str, Any]:
+        """The fields this callback carries, as item attributes (datetimes as ISO-8601 strings)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            out[field.name] = format_time(value) if isinstance(value, datetime) else value
+        out["first_received_at"] = out["received_at"]
+        return out
+
+    @property
+    def pr(self) -> PrRef:
+        return PrRef(self.upstream_repo, self.pr_number, self.head_sha)
+
+
+def format_time(value: datetime) -> str:
+    """Canonical stored form: UTC, millisecond precision, ``Z`` suffix."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp; naive values are UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+# Warehouse columns in table order: (name, ClickHouse type). The schema file must agree (a test checks).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("key", "String"),
+    ("downstream_repo", "String"),
+    ("downstream_level", "LowCardinality(String)"),
+    ("event_type", "LowCardinality(String)"),
+    ("delivery_id", "String"),
+    ("upstream_repo", "LowCardinality(String)"),
+    ("pr_number", "UInt64"),
+    ("head_sha", "String"),
+    ("ref", "String"),
+    ("workflow_name", "String"),
+    ("job_name", "String"),
+    ("check_run_id", "String"),
+    ("run_id", "String"),
+    ("run_attempt", "UInt32"),
+    ("workflow_url", "String"),
+    ("artifact_url", "String"),
+    ("schema_version", "String"),
+    ("status", "LowCardinality(String)"),
+    ("conclusion", "LowCardinality(String)"),
+    ("started_at", "Nullable(DateTime64(3, 'UTC'))"),
+    ("completed_at", "Nullable(DateTime64(3, 'UTC'))"),
+    ("queue_time_s", "Nullable(Float64)"),
+    ("execution_time_s", "Nullable(Float64)"),
+    ("tests_passed", "Nullable(UInt64)"),
+    ("tests_failed", "Nullable(UInt64)"),
+    ("tests_skipped", "Nullable(UInt64)"),
+    ("tests_total", "Nullable(UInt64)"),
+    ("first_received_at", "DateTime64(3, 'UTC')"),
+    ("received_at", "DateTime64(3, 'UTC')"),
+    ("version", "UInt64"),
+    ("deleted", "UInt8"),
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+
+_REQUIRED = ("key", "downstream_repo", "delivery_id", "workflow_name", "job_name", "check_run_id",
+             "status", "received_at", "version")
+_TIME_COLUMNS = frozenset({"started_at", "completed_at", "first_received_at", "received_at"})
+_INT_COLUMNS = frozenset({"pr_number", "run_attempt", "tests_passed", "tests_failed", "tests_skipped",
+                          "tests_total", "version", "deleted"})
+_FLOAT_COLUMNS = frozenset({"queue_time_s", "execution_time_s"})
+_UINT64_MAX = 2**64 - 1
+_STRING_DEFAULTS = {"event_type": "pull_request", "upstream_repo": "pytorch/pytorch"}
+
+
+class RowConversionError(ValueError):
+    """An item cannot become a warehouse row (a poison record)."""
+
+
+def item_to_row(item: Mapping[str, Any], *, deleted: bool = False, version: int | None = None) -> list[Any]:
+    """A stored item (plain Python values; Decimals allowed) -> a row in ``COLUMN_NAMES`` order."""
+    missing = [name for name in _REQUIRED if item.get(name) is None and not (name == "version" and version)]
+    if missing:
+        raise RowConversionError(f"item lacks {', '.join(missing)}")
+    row: list[Any] = []
+    for name, _type in COLUMNS:
+        value = item.get(name)
+        if name == "version" and version is not None:
+            value = version
+        elif name == "deleted":
+            value = 1 if deleted else 0
+        row.append(_convert(name, value))
+    return row
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name in _TIME_COLUMNS:
+        if value is None:
+            if name == "first_received_at":
+                raise RowConversionError("item lacks first_received_at")
+            return None
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        if not isinstance(value, str):
+            raise RowConversionError(f"{name} is not a timestamp string")
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise RowConversionError(f"{name} is not ISO-8601: {value[:40]!r}") from exc
+    if name in _INT_COLUMNS:
+        if value is None:
+            return 1 if name == "run_attempt" else (0 if name in {"pr_number", "version", "deleted"} else None)
+        return _to_int(name, value)
+    if name in _FLOAT_COLUMNS:
+        if value is None:
+            return None
+        number = float(value) if isinstance(value, Decimal | int | float) and not isinstance(value, bool) else None
+        if number is None or not math.isfinite(number):
+            raise RowConversionError(f"{name} is not a finite number")
+        return number
+    if value is None:
+        return _STRING_DEFAULTS.get(name, "")
+    if not isinstance(value, str):
+        raise RowConversionError(f"{name} is not a string")
+    return value
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise RowConversionError(f"{name} is not an integer")
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            raise RowConversionError(f"{name} is not an integer")
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= _UINT64_MAX:
+        raise RowConversionError(f"{name} is out of range")
+    return value
+
+
+def row_to_pr(row: Mapping[str, Any]) -> PrRef:
+    return PrRef(str(row["upstream_repo"]), int(row["pr_number"]), str(row["head_sha"]))

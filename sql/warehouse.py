@@ -1,0 +1,131 @@
+"""The one seam to ClickHouse: an embedded chDB engine or a server, through clickhouse-connect.
+
+Every call is serialised by a lock: chDB's in-process engine is not safe to drive from several threads,
+and callers are asyncio code that hands blocking work to threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sql.records import COLUMN_NAMES, JOB_RESULTS_TABLE
+
+# Recent ClickHouse releases (and the chDB that embeds them) default to asynchronous inserts: an insert
+# would return before its data is readable. Every insert here is synchronous, so "200" means stored.
+INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or refused a statement."""
+
+
+class Warehouse:
+    """A clickhouse-connect client bound to one database, plus the schema that database must hold."""
+
+    def __init__(self, client: Any, database: str, *, kind: str) -> None:
+        self._client = client
+        self.database = database
+        self.kind = kind  # "embedded" or "clickhouse"
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, *, url: str | None, data_dir: Path | None, database: str = "oot_hud") -> Warehouse:
+        """Open the embedded engine on ``data_dir`` when ``url`` is None, else the server at ``url``."""
+        import clickhouse_connect  # lazily: importing chDB must not happen before a fork (pitfalls.md)
+
+        if url is None:
+            if data_dir is None:
+                raise ValueError("the embedded warehouse needs a data directory")
+            data_dir.mkdir(parents=True, exist_ok=True)
+            options: dict[str, Any] = {"interface": "chdb", "path": str(data_dir)}
+            kind = "embedded"
+        else:
+            parts = urlsplit(url)
+            database = parts.path.strip("/") or database
+            options = {
+                "interface": parts.scheme or "http",
+                "host": parts.hostname or "localhost",
+                "port": parts.port or (8443 if parts.scheme == "https" else 8123),
+                "username": unquote(parts.username or "default"),
+                "password": unquote(parts.password or ""),
+                "connect_timeout": 10,
+                "send_receive_timeout": 60,
+            }
+            kind = "clickhouse"
+        try:
+            bootstrap = clickhouse_connect.get_client(**options)
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+            bootstrap.close()
+            client = clickhouse_connect.get_client(database=database, **options)
+        except Exception as exc:
+            # The message may carry the URL; never echo credentials.
+            raise WarehouseError(f"cannot open the {kind} warehouse: {type(exc).__name__}") from exc
+        return cls(client, database, kind=kind)
+
+    def apply_schema(self) -> None:
+        """Run every ``sql/schema/*.sql`` in name order; each statement is idempotent."""
+        for statement in schema_statements():
+            self.command(statement)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            try:
+                return self._client.command(sql, parameters=parameters)
+            except Exception as exc:  # clickhouse-connect raises many types; callers need one
+                raise WarehouseError(str(exc)) from exc
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a SELECT and return rows as dicts. Values are bound server-side, never spliced."""
+        with self._lock:
+            try:
+                result = self._client.query(sql, parameters=parameters, settings=settings)
+            except Exception as exc:
+                raise WarehouseError(str(exc)) from exc
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
+        """Insert rows with explicit column names and synchronous insert settings."""
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._client.insert(table, list(rows), column_names=list(column_names),
+                                    settings=INSERT_SETTINGS)
+            except Exception as exc:
+                raise WarehouseError(str(exc)) from exc
+
+    def insert_job_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        self.insert(JOB_RESULTS_TABLE, list(rows), COLUMN_NAMES)
+
+    def ping(self) -> bool:
+        try:
+            return self.query("SELECT 1 AS ok")[0]["ok"] == 1
+        except WarehouseError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def schema_statements() -> list[str]:
+    """The schema files' statements; table names are unqualified (the client is bound to a database)."""
+    folder = resources.files("sql") / "schema"
+    statements: list[str] = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            text = "\n".join(line for line in entry.read_text().splitlines()
+                             if not line.lstrip().startswith("--"))
+            statements.extend(part.strip() for part in text.split(";") if part.strip())
+    return statements
