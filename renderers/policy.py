@@ -1,0 +1,75 @@
+"""Display policies shared by every renderer (one implementation each; see ARCHITECTURE.md "Policies")."""
+
+from __future__ import annotations
+
+import enum
+
+LEVELS_SHOWN_ON_PR = ("L4", "L3", "L2")  # L1 (onboarding) is stored but never displayed
+BLOCKING_LEVEL = "L4"
+
+
+class Verdict(enum.StrEnum):
+    """A job's displayed state; each has one fixed colour everywhere."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    RUNNING = "running"
+    NO_REPORT = "no_report"  # still in_progress past the silence threshold, or an unknown conclusion
+
+
+VERDICT_COLOUR = {
+    Verdict.SUCCESS: "green", Verdict.FAILURE: "red", Verdict.TIMED_OUT: "amber",
+    Verdict.CANCELLED: "amber", Verdict.RUNNING: "blue", Verdict.NO_REPORT: "grey",
+}
+FAILED_VERDICTS = frozenset({Verdict.FAILURE, Verdict.TIMED_OUT})
+
+
+def verdict(status: str, conclusion: str | None, *, silent: bool) -> Verdict:
+    """A record's verdict from its status and conclusion; ``silent`` = in progress past the threshold."""
+    if status != "completed":
+        return Verdict.NO_REPORT if silent else Verdict.RUNNING
+    try:
+        return Verdict(conclusion or "")
+    except ValueError:
+        # Conclusions such as "skipped", "neutral" or "action_required" say nothing about the backend's health.
+        return Verdict.NO_REPORT
+
+
+def pass_rate(success: int, failure: int, timed_out: int) -> float | None:
+    """success / (success + failure + timed_out) over final attempts; None when nothing completed."""
+    judged = success + failure + timed_out
+    return None if judged == 0 else success / judged
+
+
+def pass_rate_band(rate: float | None) -> str:
+    """Chip colour for a pass rate: >= 95 % green, >= 80 % amber, else red; grey when there is none."""
+    if rate is None:
+        return "grey"
+    if rate >= 0.95:
+        return "green"
+    if rate >= 0.80:
+        return "amber"
+    return "red"
+
+
+def format_pass_rate(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.1f} %"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Human-readable: 45s, 41m, 2h 05m, 3d 4h; '' when unknown."""
+    if seconds is None or seconds < 0:
+        return ""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, _ = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
