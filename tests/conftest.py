@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +39,64 @@ def warehouse(engine_dir: Path) -> Iterator[Warehouse]:
     finally:
         wh.command(f"DROP DATABASE IF EXISTS {wh.database}")
         wh.close()
+
+
+# ---- DynamoDB (moto server mode over loopback HTTP) -- owned by the DynamoDB store engineer ----
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server on a free loopback port for the session; dummy AWS settings point boto3 at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    no_config = tmp_path_factory.mktemp("aws") / "none"  # never read a developer's real AWS files
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(no_config), "AWS_SHARED_CREDENTIALS_FILE": str(no_config),
+            "AWS_ENDPOINT_URL_DYNAMODB": endpoint, "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": endpoint,
+        }.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_client(moto_endpoint: str) -> Any:
+    import boto3
+
+    from ingest.stores.dynamo import client_config
+
+    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1", config=client_config())
+
+
+@pytest.fixture
+def dynamo_table(dynamodb_client: Any) -> str:
+    """A fresh, uniquely named results table (streams on) in the moto server."""
+    from ingest.dynamo_schema import create_table
+
+    name = f"oot-results-{uuid.uuid4().hex[:12]}"
+    create_table(dynamodb_client, name)
+    return name
+
+
+@pytest.fixture
+async def dynamo_store(dynamodb_client: Any, dynamo_table: str) -> AsyncIterator[Any]:
+    """A started ``DynamoStore`` on a fresh table."""
+    from ingest.stores.dynamo import DynamoStore
+
+    store = DynamoStore(dynamodb_client, dynamo_table)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+# ---- end DynamoDB fixtures ----
