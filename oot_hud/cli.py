@@ -57,7 +57,30 @@ def _print_banner(settings: Settings, url: str, generated: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
-COMMANDS: dict[str, Command] = {"serve": _serve}
+def _dynamo(args: argparse.Namespace, settings: Settings) -> int:
+    """``oot-hud dynamo create-table``: the results table with its NEW_AND_OLD_IMAGES stream."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ingest.dynamo_schema import create_table, stream_arn
+    from ingest.stores.dynamo import client_config
+
+    table = args.table or settings.dynamo_table
+    if not table:
+        print("oot-hud: name the table with --table or OOT_HUD_DYNAMO_TABLE", file=sys.stderr)
+        return 2
+    client = boto3.client("dynamodb", config=client_config())
+    try:
+        created = create_table(client, table)
+        arn = stream_arn(client, table)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"oot-hud: cannot create table {table}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"table {table} {'created' if created else 'already exists'}; stream {arn}", flush=True)
+    return 0
+
+
+COMMANDS: dict[str, Command] = {"serve": _serve, "dynamo": _dynamo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    dynamo = sub.add_parser("dynamo", help="DynamoDB administration")
+    dynamo_sub = dynamo.add_subparsers(dest="dynamo_command", required=True)
+    create = dynamo_sub.add_parser("create-table", help="create the results table with a NEW_AND_OLD_IMAGES stream")
+    create.add_argument("--table", default=None, help="table name (default: OOT_HUD_DYNAMO_TABLE)")
     return parser
 
 
