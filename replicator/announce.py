@@ -1,0 +1,38 @@
+"""After rows land, tell the subscriber which PRs changed: once per (repo, PR, head SHA) per batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from sql.records import PrRef
+
+log = logging.getLogger("replicator.announce")
+
+
+class HasPr(Protocol):
+    @property
+    def pr(self) -> PrRef: ...
+
+
+def changed_prs(changes: Iterable[HasPr]) -> tuple[PrRef, ...]:
+    """The distinct PRs of ``changes`` in first-seen order; trunk results (PR number 0) are not PRs."""
+    seen: dict[PrRef, None] = {}
+    for change in changes:
+        pr = change.pr
+        if pr.pr_number > 0:
+            seen.setdefault(pr, None)
+    return tuple(seen)
+
+
+def announce_changes(changes: Iterable[HasPr], on_change: Callable[[PrRef], None]) -> tuple[PrRef, ...]:
+    """Call ``on_change`` for each changed PR; a failing subscriber is logged, never fails the batch."""
+    prs = changed_prs(changes)
+    for pr in prs:
+        try:
+            on_change(pr)
+        except Exception:
+            log.exception("change subscriber failed repo=%s pr=%d sha=%s", pr.upstream_repo, pr.pr_number,
+                          pr.head_sha)
+    return prs

@@ -1,0 +1,170 @@
+"""One batch of DynamoDB stream records -> warehouse rows, dead letters and "PR changed" announcements.
+
+Public API (the Lambda handler, the long-running follower and reconcile all call this; keep it stable)::
+
+    from replicator.pipeline import Replicator, BatchResult
+    from replicator.sink import RetryPolicy, WarehouseSink
+
+    replicator = Replicator(
+        WarehouseSink(warehouse, retry=RetryPolicy(attempts=4, base_delay=0.25, timeout=30.0)),
+        routes={"oot-results": "oot_job_results"},  # DynamoDB table name -> ClickHouse table
+        on_change=services.announce,                # Callable[[PrRef], None], optional
+    )
+    # or: Replicator.for_warehouse(warehouse, routes, on_change=..., retry=RetryPolicy(...))
+
+    result = replicator.process(records, source_table="oot-results")
+    if result.ok:
+        checkpoint(records[-1]["dynamodb"]["SequenceNumber"])
+    else:
+        # Records before result.failed_index are durable (landed, skipped or dead-lettered);
+        # re-deliver from records[result.failed_index] (its sequence: result.first_failed_sequence).
+        ...
+
+``records`` are dicts in the Lambda event shape (``eventName``, ``dynamodb.Keys/NewImage/OldImage/
+SequenceNumber``, ``eventSourceARN``). GetRecords records have the same shape without ``eventSourceARN``:
+pass ``source_table``. Processing never raises for bad data (poison goes to ``oot_dead_letters``) nor for
+a warehouse outage (the result names the first record that did not land); re-delivering any suffix or the
+whole batch is safe because rows are idempotent by (key, version) in a ReplacingMergeTree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from replicator.announce import announce_changes
+from replicator.convert import Change, PoisonRecord, convert_record, raw_json, sequence_number, source_table_of
+from replicator.sink import DeadLetter, RetryPolicy, SinkUnavailable, WarehouseSink
+from sql.records import PrRef
+
+log = logging.getLogger("replicator.pipeline")
+
+OnChange = Callable[[PrRef], None]
+MAX_ROWS_PER_INSERT = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What became of a batch. ``failed_index`` is None when every record is durable."""
+
+    records: int
+    landed: int = 0  # rows inserted (after keeping only the newest version of a key within the batch)
+    skipped: int = 0  # images without a version
+    dead_lettered: int = 0
+    failed_index: int | None = None
+    first_failed_sequence: str | None = None
+    announced: tuple[PrRef, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_index is None
+
+
+@dataclasses.dataclass
+class _Write:
+    """One insert: the records it carries (by batch index) and what to insert."""
+
+    indexes: list[int]
+    table: str | None = None  # None: the dead-letter table
+    changes: dict[str, Change] = dataclasses.field(default_factory=dict)
+    letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+
+
+class Replicator:
+    """Converts, inserts, dead-letters and announces; stateless between batches."""
+
+    def __init__(self, sink: WarehouseSink, routes: Mapping[str, str], *, on_change: OnChange | None = None,
+                 max_rows_per_insert: int = MAX_ROWS_PER_INSERT) -> None:
+        if not routes:
+            raise ValueError("the replicator needs at least one route (DynamoDB table -> warehouse table)")
+        self.sink = sink
+        self.routes = dict(routes)
+        self.on_change = on_change
+        self.max_rows_per_insert = max_rows_per_insert
+
+    @classmethod
+    def for_warehouse(cls, warehouse: Any, routes: Mapping[str, str], *, on_change: OnChange | None = None,
+                      retry: RetryPolicy | None = None) -> Replicator:
+        return cls(WarehouseSink(warehouse, retry=retry), routes, on_change=on_change)
+
+    def process(self, records: Sequence[Mapping[str, Any]], *, source_table: str | None = None) -> BatchResult:
+        """Replicate ``records`` (in shard order). Never raises for poison data or a warehouse outage."""
+        writes, skipped, letters = self._plan(records, source_table)
+        landed = 0
+        changed: list[Change] = []
+        for position, write in enumerate(writes):
+            try:
+                if write.table is None:
+                    self.sink.write_dead_letters(write.letters)
+                else:
+                    self.sink.write_rows(write.table, [change.row for change in write.changes.values()])
+            except SinkUnavailable as exc:
+                failed = min(index for later in writes[position:] for index in later.indexes)
+                announced = self._announce(changed)
+                log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records),
+                          sequence_number(records[failed]), exc)
+                return BatchResult(len(records), landed, skipped, letters, failed,
+                                   sequence_number(records[failed]), announced)
+            if write.table is not None:
+                landed += len(write.changes)
+                changed.extend(write.changes.values())
+        announced = self._announce(changed)
+        log.info("batch replicated records=%d landed=%d skipped=%d dead_lettered=%d", len(records), landed,
+                 skipped, letters)
+        return BatchResult(len(records), landed, skipped, letters, None, None, announced)
+
+    def _plan(self, records: Sequence[Mapping[str, Any]], source_table: str | None) -> tuple[list[_Write], int, int]:
+        """Convert every record; group rows per destination table (newest version of each key wins)."""
+        by_table: dict[str, _Write] = {}
+        dead = _Write(indexes=[])
+        skipped = 0
+        for index, record in enumerate(records):
+            try:
+                change = convert_record(record, self.routes, source_table)
+            except PoisonRecord as exc:
+                dead.indexes.append(index)
+                dead.letters.append(_dead_letter(record, exc.reason, source_table))
+                continue
+            except Exception as exc:  # a record shape nobody foresaw is poison too, never a stalled shard
+                dead.indexes.append(index)
+                dead.letters.append(_dead_letter(record, f"unexpected {type(exc).__name__}", source_table))
+                continue
+            if change is None:
+                skipped += 1
+                continue
+            write = by_table.setdefault(change.table, _Write(indexes=[], table=change.table))
+            write.indexes.append(index)
+            current = write.changes.get(change.key)
+            if current is None or change.version >= current.version:
+                write.changes[change.key] = change
+        writes: list[_Write] = []
+        for write in by_table.values():
+            writes.extend(self._chunks(write))
+        if dead.letters:
+            writes.append(dead)
+        return writes, skipped, len(dead.letters)
+
+    def _chunks(self, write: _Write) -> list[_Write]:
+        if len(write.changes) <= self.max_rows_per_insert:
+            return [write]
+        items = list(write.changes.items())
+        chunks = []
+        for start in range(0, len(items), self.max_rows_per_insert):
+            # Each chunk carries every index of the table: a failure anywhere re-delivers from the earliest.
+            chunks.append(_Write(indexes=write.indexes, table=write.table,
+                                 changes=dict(items[start:start + self.max_rows_per_insert])))
+        return chunks
+
+    def _announce(self, changed: Sequence[Change]) -> tuple[PrRef, ...]:
+        if self.on_change is None:
+            return ()
+        return announce_changes(changed, self.on_change)
+
+
+def _dead_letter(record: Mapping[str, Any], reason: str, source_table: str | None) -> DeadLetter:
+    event_id = record.get("eventID")
+    return DeadLetter(source_table=source_table_of(record) or source_table or "",
+                      event_id=str(event_id) if event_id is not None else "",
+                      sequence=sequence_number(record), reason=reason, raw=raw_json(record))
