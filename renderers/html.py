@@ -1,0 +1,235 @@
+"""HTML rendering: one Jinja2 environment (autoescape on for every template), the shared filters, and links.
+
+Every untrusted string reaches a page through autoescaping; the filters here that return ``Markup`` build
+it with ``Markup.format``/``escape`` so their arguments are escaped too. URLs become links only when they
+are ``https://`` (anything else is shown as plain escaped text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from renderers.policy import (
+    VERDICT_COLOUR,
+    Verdict,
+    format_duration,
+    format_pass_rate,
+    pass_rate_band,
+)
+
+if TYPE_CHECKING:
+    from renderers.backend import BackendPage
+    from renderers.summary import SummaryPage
+
+RANGES = (1, 7, 30)  # the time ranges every page offers, in days
+DEFAULT_RANGE = 7
+NAME_LIMIT = 120  # longer untrusted names are cut on screen (the full text stays in the tooltip)
+
+VERDICT_LABEL = {
+    Verdict.SUCCESS: "success", Verdict.FAILURE: "failure", Verdict.TIMED_OUT: "timed out",
+    Verdict.CANCELLED: "cancelled", Verdict.RUNNING: "running", Verdict.NO_REPORT: "no report",
+}
+# Control and bidirectional-override characters are dropped from displayed text: escaping leaves them
+# live, and an RLO (U+202E) could make "exe.txt" read as "txt.exe".
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_REPO = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Crumb:
+    text: str
+    href: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RangeLink:
+    days: int
+    href: str
+    current: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Site:
+    """Where pages live. Live: absolute ``/oot/...`` URLs. Static: links relative to the page, which sits
+    ``depth`` directories below the site root, so the site works from any sub-path and from file://."""
+
+    static: bool = False
+    depth: int = 0
+
+    @property
+    def _root(self) -> str:
+        return "../" * self.depth
+
+    def at(self, depth: int) -> Site:
+        return dataclasses.replace(self, depth=depth)
+
+    def home(self) -> str:
+        return f"{self._root}index.html" if self.static else "/oot"
+
+    def summary(self, days: int) -> str:
+        return f"{self._root}{days}d/index.html" if self.static else f"/oot?days={days}"
+
+    def backend(self, repo: str, days: int) -> str | None:
+        """The backend page, or None for a name that cannot be a GitHub ``owner/name``."""
+        if not is_repo_name(repo):
+            return None
+        if self.static:
+            return f"{self._root}{days}d/{quote(repo)}/index.html"
+        return f"/oot/{quote(repo)}?days={days}"
+
+    def pr(self, upstream_repo: str, number: int) -> str | None:
+        """The PR page live; on the static site (which has no PR pages) the PR on GitHub."""
+        if not is_repo_name(upstream_repo) or number <= 0:
+            return None
+        if self.static:
+            return f"https://github.com/{quote(upstream_repo)}/pull/{number}"
+        return f"/oot/pr/{quote(upstream_repo)}/{number}"
+
+
+def is_repo_name(value: str) -> bool:
+    return bool(_REPO.match(value)) and not any(part in (".", "..") for part in value.split("/"))
+
+
+def range_links(current: int, href_for: Any) -> tuple[RangeLink, ...]:
+    return tuple(RangeLink(days, href_for(days), days == current) for days in RANGES)
+
+
+# ---- filters -------------------------------------------------------------------------------------------
+
+def clean_text(value: object) -> str:
+    return _UNSAFE_CHARS.sub("", "" if value is None else str(value))
+
+
+def bidi(value: object, limit: int = NAME_LIMIT) -> Markup:
+    """Untrusted text, escaped, isolated from the surrounding direction, cut at ``limit`` characters."""
+    text = clean_text(value)
+    if len(text) <= limit:
+        return Markup("<bdi>{}</bdi>").format(text)
+    return Markup('<bdi title="{}">{}…</bdi>').format(text, text[:limit])
+
+
+def is_https(url: object) -> bool:
+    if not isinstance(url, str) or not url or len(url) > 2048 or _UNSAFE_CHARS.search(url) or url != url.strip():
+        return False
+    if any(ch.isspace() for ch in url):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme == "https" and bool(parts.hostname)
+
+
+def link(url: object, text: object, limit: int = NAME_LIMIT) -> Markup:
+    """An https link, or (for any other URL) the text alone, escaped."""
+    label = bidi(text, limit)
+    if not is_https(url):
+        return label
+    return Markup('<a href="{}" rel="noopener noreferrer nofollow">{}</a>').format(url, label)
+
+
+def chip(verdict: Verdict | str, label: str | None = None, tip: str | None = None) -> Markup:
+    v = Verdict(verdict)
+    colour = VERDICT_COLOUR[v]
+    text = label if label is not None else VERDICT_LABEL[v]
+    if tip:
+        return Markup('<span class="chip chip-{}" data-verdict="{}" title="{}">{}</span>').format(
+            colour, v.value, clean_text(tip), text)
+    return Markup('<span class="chip chip-{}" data-verdict="{}">{}</span>').format(colour, v.value, text)
+
+
+def rate_chip(rate: float | None) -> Markup:
+    band = pass_rate_band(rate)
+    return Markup('<span class="chip chip-{}" data-band="{}">{}</span>').format(band, band, format_pass_rate(rate))
+
+
+def level_chip(level: str | None) -> Markup:
+    text = clean_text(level) or "?"
+    css = text if re.fullmatch(r"L[1-4]", text) else ""
+    return Markup('<span class="chip chip-level {}">{}</span>').format(css, text)
+
+
+def duration(seconds: float | None) -> str:
+    return format_duration(seconds) or "–"
+
+
+def when(value: datetime | None) -> Markup:
+    """A ``<time>`` element: machine-readable ISO in the attribute, short UTC text on screen."""
+    if value is None:
+        return Markup("–")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    iso = value.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return Markup('<time datetime="{}">{}</time>').format(iso, value.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def sparkline(points: Sequence[float | None], width: int = 120, height: int = 24,
+              label: str = "pass rate per day") -> Markup:
+    """Inline SVG of values in [0, 1] (None = no data that day, a gap); empty string for no data at all."""
+    if not any(p is not None for p in points):
+        return Markup("")
+    n = len(points)
+    step = width / max(n - 1, 1)
+    pad = 2
+    segments: list[list[str]] = [[]]
+    for i, value in enumerate(points):
+        if value is None:
+            if segments[-1]:
+                segments.append([])
+            continue
+        x = i * step if n > 1 else width / 2
+        y = pad + (1 - min(max(value, 0.0), 1.0)) * (height - 2 * pad)
+        segments[-1].append(f"{x:.1f},{y:.1f}")
+    lines = []
+    for seg in segments:
+        if len(seg) == 1:  # a lone day is a dot-sized segment so it stays visible
+            x, y = seg[0].split(",")
+            left, right = max(float(x) - 1, 0.0), min(float(x) + 1, float(width))
+            seg = [f"{left:.1f},{y}", f"{right:.1f},{y}"]
+        if seg:
+            lines.append(Markup('<polyline points="{}"/>').format(" ".join(seg)))
+    desc = ", ".join("–" if p is None else f"{p * 100:.0f}%" for p in points)
+    return Markup(
+        '<svg class="spark" role="img" aria-label="{label}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        'xmlns="http://www.w3.org/2000/svg"><title>{label}: {desc}</title>'
+        '<line class="base" x1="0" y1="{b}" x2="{w}" y2="{b}"/>{lines}</svg>'
+    ).format(label=label, w=width, h=height, desc=desc, b=height - pad, lines=Markup("").join(lines))
+
+
+ENV = Environment(
+    loader=PackageLoader("renderers", "templates"),
+    autoescape=True,  # every template, whatever its extension
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters.update(bidi=bidi, link=link, chip=chip, rate_chip=rate_chip, level_chip=level_chip,
+                   duration=duration, when=when, sparkline=sparkline, clean=clean_text)
+ENV.globals.update(format_pass_rate=format_pass_rate, Verdict=Verdict)
+
+# Our own stylesheet (not input), inlined so pages need no other request and work offline.
+_STYLE = Markup((resources.files("renderers") / "templates" / "style.css").read_text())  # noqa: S704
+
+
+def render_page(template: str, **context: Any) -> str:
+    """Render a page template that extends ``base.html`` (see its header comment for the context)."""
+    return ENV.get_template(template).render(css=_STYLE, **context)
+
+
+def render_summary(page: SummaryPage) -> str:
+    return render_page("summary.html", **page.context())
+
+
+def render_backend(page: BackendPage) -> str:
+    return render_page("backend.html", **page.context())
+
+
+def escape_text(value: object) -> Markup:
+    return escape(clean_text(value))
