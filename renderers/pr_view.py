@@ -1,0 +1,388 @@
+"""One PR's OOT results as a frozen view, built purely from ``oot_pr_results`` rows (policies applied here once)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from renderers.policy import BLOCKING_LEVEL, FAILED_VERDICTS, LEVELS_SHOWN_ON_PR, Verdict, verdict
+from sql.records import parse_time
+
+# Worst first: a job's verdict across its matrix legs is its worst leg's, a backend's is its worst job's.
+VERDICT_SEVERITY: dict[Verdict, int] = {
+    Verdict.FAILURE: 6, Verdict.TIMED_OUT: 5, Verdict.CANCELLED: 4,
+    Verdict.NO_REPORT: 3, Verdict.RUNNING: 2, Verdict.SUCCESS: 1,
+}
+LEVEL_ORDER = {level: index for index, level in enumerate(LEVELS_SHOWN_ON_PR)}  # L4 first
+HEAD_FROM_WEBHOOK = "webhook"
+HEAD_FROM_NEWEST_RESULT = "newest_result"
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """The most severe verdict (SUCCESS when there is none)."""
+    return max(verdicts, key=VERDICT_SEVERITY.__getitem__, default=Verdict.SUCCESS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LegResult:
+    """One matrix leg (one check run) at the job's final attempt. URLs are untrusted text."""
+
+    check_run_id: str
+    verdict: Verdict
+    silent: bool
+    duration_s: float | None
+    queue_time_s: float | None
+    tests_passed: int | None
+    tests_failed: int | None
+    tests_skipped: int | None
+    run_url: str
+    artifact_url: str
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobResult:
+    """One (workflow, job) of a backend at one head SHA: its final attempt, legs merged (worst leg wins)."""
+
+    workflow: str
+    job: str
+    verdict: Verdict
+    attempt: int  # the final (highest) run_attempt
+    legs: tuple[LegResult, ...]
+    flaky: bool  # an earlier attempt failed (failure / timed_out) and the final attempt passed
+    also_failing_on_trunk: bool  # failed here and in the backend's latest trunk run of this workflow
+    silent: bool  # some leg in_progress for longer than silence_hours ("no report")
+    duration_s: float | None  # the longest leg
+    queue_time_s: float | None  # the longest leg's queue time
+    tests_passed: int | None  # summed over legs; None when no leg reported tests
+    tests_failed: int | None
+    tests_skipped: int | None
+    run_url: str  # untrusted: renderers link it only when it is https
+    artifact_url: str  # untrusted
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILED_VERDICTS
+
+    @property
+    def failed_legs(self) -> int:
+        return sum(1 for leg in self.legs if leg.verdict in FAILED_VERDICTS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerdictCounts:
+    """Jobs per verdict (after merging legs and taking final attempts)."""
+
+    success: int = 0
+    failure: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    running: int = 0
+    no_report: int = 0
+    flaky: int = 0
+
+    @classmethod
+    def of(cls, jobs: Iterable[JobResult]) -> VerdictCounts:
+        counts = dict.fromkeys(("success", "failure", "timed_out", "cancelled", "running", "no_report", "flaky"), 0)
+        for job in jobs:
+            counts[job.verdict.value] += 1
+            counts["flaky"] += job.flaky
+        return cls(**counts)
+
+    def __add__(self, other: VerdictCounts) -> VerdictCounts:
+        return VerdictCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other),
+                                                     strict=True)))
+
+    @property
+    def failed(self) -> int:
+        return self.failure + self.timed_out
+
+    @property
+    def total(self) -> int:
+        return self.success + self.failure + self.timed_out + self.cancelled + self.running + self.no_report
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendResult:
+    """One downstream backend's jobs at one head SHA, worst job first."""
+
+    downstream_repo: str  # the relay-verified repository (trusted identity, still escaped when shown)
+    level: str  # "L4", "L3" or "L2" (L1 and unknown levels are never in a view)
+    head_sha: str
+    jobs: tuple[JobResult, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        return worst(job.verdict for job in self.jobs)
+
+    @property
+    def blocking(self) -> bool:
+        return self.level == BLOCKING_LEVEL
+
+    @property
+    def counts(self) -> VerdictCounts:
+        return VerdictCounts.of(self.jobs)
+
+    @property
+    def tests_passed(self) -> int | None:
+        return _sum_or_none(job.tests_passed for job in self.jobs)
+
+    @property
+    def tests_failed(self) -> int | None:
+        return _sum_or_none(job.tests_failed for job in self.jobs)
+
+    @property
+    def tests_skipped(self) -> int | None:
+        return _sum_or_none(job.tests_skipped for job in self.jobs)
+
+    @property
+    def duration_s(self) -> float | None:
+        """The longest job (the backend's critical path; jobs of one backend usually run in parallel)."""
+        return max((job.duration_s for job in self.jobs if job.duration_s is not None), default=None)
+
+    @property
+    def run_url(self) -> str:
+        """The newest job's run URL (untrusted)."""
+        newest = max(self.jobs, key=lambda job: (job.started_at or _EPOCH, job.run_url != ""), default=None)
+        return "" if newest is None else newest.run_url
+
+    @property
+    def failed_jobs(self) -> tuple[JobResult, ...]:
+        return tuple(job for job in self.jobs if job.failed)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SupersededCommit:
+    """Results for one older head SHA of the PR: shown collapsed, never counted."""
+
+    head_sha: str
+    backends: tuple[BackendResult, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrView:
+    """Everything a PR's comment, check run and page show. Built by ``build_pr_view``; no I/O."""
+
+    upstream_repo: str
+    pr_number: int
+    head_sha: str  # the current commit: from webhooks (oot_pr_heads), else the newest result's SHA
+    head_source: str  # HEAD_FROM_WEBHOOK or HEAD_FROM_NEWEST_RESULT
+    generated_at: datetime
+    public_url: str
+    silence_hours: float
+    backends: tuple[BackendResult, ...]  # current SHA, shown levels only, L4 first then L3 then L2
+    superseded: tuple[SupersededCommit, ...]  # older SHAs, newest first
+
+    @property
+    def headline_backends(self) -> tuple[BackendResult, ...]:
+        """Backends that drive the headline: L4 and L3; L2 only when no L4/L3 backend reported."""
+        main = tuple(b for b in self.backends if b.level != "L2")
+        return main or self.observation_backends
+
+    @property
+    def main_backends(self) -> tuple[BackendResult, ...]:
+        """The table's backends: L4 and L3."""
+        return tuple(b for b in self.backends if b.level != "L2")
+
+    @property
+    def observation_backends(self) -> tuple[BackendResult, ...]:
+        return tuple(b for b in self.backends if b.level == "L2")
+
+    @property
+    def totals(self) -> VerdictCounts:
+        """Job counts behind the headline (see ``headline_backends``)."""
+        total = VerdictCounts()
+        for backend in self.headline_backends:
+            total = total + backend.counts
+        return total
+
+    @property
+    def blocking_failures(self) -> int:
+        """Failed (failure / timed_out) L4 jobs at the current SHA."""
+        return sum(len(b.failed_jobs) for b in self.backends if b.blocking)
+
+    @property
+    def blocking_jobs(self) -> tuple[JobResult, ...]:
+        return tuple(job for b in self.backends if b.blocking for job in b.jobs)
+
+    @property
+    def short_sha(self) -> str:
+        return self.head_sha[:7]
+
+    @property
+    def page_path(self) -> str:
+        """Path (not URL) of this PR's page: ``/oot/pr/{owner}/{repo}/{number}`` (segments not yet encoded)."""
+        return f"/oot/pr/{self.upstream_repo}/{self.pr_number}"
+
+
+def has_results(view: PrView) -> bool:
+    """Whether the PR has any displayable OOT result (current or superseded); without one, post nothing."""
+    return bool(view.backends or view.superseded)
+
+
+def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_hours: float,
+                  public_url: str, upstream_repo: str = "", pr_number: int = 0) -> PrView:
+    """Apply the PR policies (current commit, final attempt, legs, flaky, silence, levels) to query rows.
+
+    ``rows`` are ``oot_pr_results`` rows (one per record, every head SHA). ``upstream_repo``/``pr_number``
+    name the PR when there are no rows (they are taken from the rows otherwise).
+    """
+    rows = list(rows)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    silence = timedelta(hours=silence_hours)
+    if rows:
+        upstream_repo = str(rows[0]["upstream_repo"])
+        pr_number = int(rows[0]["pr_number"])
+    head_sha = str(rows[0].get("current_head_sha") or "") if rows else ""
+    head_source = str(rows[0].get("head_source") or HEAD_FROM_NEWEST_RESULT) if rows else HEAD_FROM_NEWEST_RESULT
+    if rows and not head_sha:
+        head_sha = _newest_sha(rows)
+
+    levels = _backend_levels(rows)
+    by_sha: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for row in rows:
+        level = levels.get(str(row["downstream_repo"]), "")
+        if level not in LEVEL_ORDER:
+            continue  # L1 (onboarding) and unknown levels are stored, never displayed
+        by_sha.setdefault(str(row["head_sha"]), {}).setdefault(str(row["downstream_repo"]), []).append(row)
+
+    def backends_of(sha: str) -> tuple[BackendResult, ...]:
+        found = [
+            BackendResult(downstream_repo=repo, level=levels[repo], head_sha=sha,
+                          jobs=_jobs(repo_rows, now=now, silence=silence))
+            for repo, repo_rows in by_sha.get(sha, {}).items()
+        ]
+        return tuple(sorted(found, key=_backend_order))
+
+    newest_first = sorted((sha for sha in by_sha if sha != head_sha),
+                          key=lambda sha: _sha_recency(by_sha[sha]), reverse=True)
+    return PrView(
+        upstream_repo=upstream_repo, pr_number=pr_number, head_sha=head_sha, head_source=head_source,
+        generated_at=now, public_url=public_url.rstrip("/"), silence_hours=silence_hours,
+        backends=backends_of(head_sha),
+        superseded=tuple(SupersededCommit(sha, backends_of(sha)) for sha in newest_first),
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _backend_order(backend: BackendResult) -> tuple[int, int, str]:
+    return (LEVEL_ORDER[backend.level], -VERDICT_SEVERITY[backend.verdict], backend.downstream_repo.lower())
+
+
+def _job_order(job: JobResult) -> tuple[int, str, str]:
+    return (-VERDICT_SEVERITY[job.verdict], job.workflow.lower(), job.job.lower())
+
+
+def _newest_sha(rows: list[Mapping[str, Any]]) -> str:
+    return str(max(rows, key=_row_recency)["head_sha"])
+
+
+def _row_recency(row: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    return (_time(row.get("first_received_at")) or _EPOCH, _time(row.get("received_at")) or _EPOCH)
+
+
+def _sha_recency(by_repo: Mapping[str, list[Mapping[str, Any]]]) -> tuple[datetime, datetime]:
+    return max(_row_recency(row) for repo_rows in by_repo.values() for row in repo_rows)
+
+
+def _backend_levels(rows: list[Mapping[str, Any]]) -> dict[str, str]:
+    """A backend's level is the one on its newest record (levels change as a backend matures)."""
+    newest: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        repo = str(row["downstream_repo"])
+        if repo not in newest or _row_recency(row) > _row_recency(newest[repo]):
+            newest[repo] = row
+    return {repo: str(row.get("downstream_level") or "") for repo, row in newest.items()}
+
+
+def _jobs(rows: list[Mapping[str, Any]], *, now: datetime, silence: timedelta) -> tuple[JobResult, ...]:
+    by_job: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_job.setdefault((str(row["workflow_name"]), str(row["job_name"])), []).append(row)
+    jobs = [_job(workflow, job, job_rows, now=now, silence=silence) for (workflow, job), job_rows in by_job.items()]
+    return tuple(sorted(jobs, key=_job_order))
+
+
+def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetime,
+         silence: timedelta) -> JobResult:
+    final_attempt = max(int(row.get("run_attempt") or 1) for row in rows)
+    final_rows = [row for row in rows if int(row.get("run_attempt") or 1) == final_attempt]
+    legs = tuple(sorted((_leg(row, now=now, silence=silence) for row in final_rows),
+                        key=lambda leg: (-VERDICT_SEVERITY[leg.verdict], leg.check_run_id)))
+    job_verdict = worst(leg.verdict for leg in legs)
+    earlier_failed = any(
+        verdict(str(row["status"]), _text(row.get("conclusion")), silent=False) in FAILED_VERDICTS
+        for row in rows if int(row.get("run_attempt") or 1) < final_attempt
+    )
+    primary = legs[0]  # the worst leg: its links are the ones worth following
+    return JobResult(
+        workflow=workflow, job=job, verdict=job_verdict, attempt=final_attempt, legs=legs,
+        flaky=earlier_failed and job_verdict is Verdict.SUCCESS,
+        also_failing_on_trunk=job_verdict in FAILED_VERDICTS and any(
+            bool(row.get("also_failing_on_trunk")) for row in final_rows),
+        silent=any(leg.silent for leg in legs),
+        duration_s=max((leg.duration_s for leg in legs if leg.duration_s is not None), default=None),
+        queue_time_s=max((leg.queue_time_s for leg in legs if leg.queue_time_s is not None), default=None),
+        tests_passed=_sum_or_none(leg.tests_passed for leg in legs),
+        tests_failed=_sum_or_none(leg.tests_failed for leg in legs),
+        tests_skipped=_sum_or_none(leg.tests_skipped for leg in legs),
+        run_url=primary.run_url or next((leg.run_url for leg in legs if leg.run_url), ""),
+        artifact_url=primary.artifact_url or next((leg.artifact_url for leg in legs if leg.artifact_url), ""),
+        started_at=min((leg.started_at for leg in legs if leg.started_at), default=None),
+        completed_at=max((leg.completed_at for leg in legs if leg.completed_at), default=None),
+    )
+
+
+def _leg(row: Mapping[str, Any], *, now: datetime, silence: timedelta) -> LegResult:
+    status = str(row["status"])
+    started = _time(row.get("started_at"))
+    completed = _time(row.get("completed_at"))
+    since = started or _time(row.get("first_received_at"))
+    silent = status != "completed" and since is not None and now - since > silence
+    duration = _float(row.get("execution_time_s"))
+    if duration is None and started and completed and completed >= started:
+        duration = (completed - started).total_seconds()
+    return LegResult(
+        check_run_id=str(row.get("check_run_id") or ""),
+        verdict=verdict(status, _text(row.get("conclusion")), silent=silent),
+        silent=silent, duration_s=duration, queue_time_s=_float(row.get("queue_time_s")),
+        tests_passed=_int(row.get("tests_passed")), tests_failed=_int(row.get("tests_failed")),
+        tests_skipped=_int(row.get("tests_skipped")),
+        run_url=str(row.get("workflow_url") or ""), artifact_url=str(row.get("artifact_url") or ""),
+        started_at=started, completed_at=completed,
+    )
+
+
+def _sum_or_none(values: Iterable[int | None]) -> int | None:
+    present = [value for value in values if value is not None]
+    return sum(present) if present else None
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, str) and value:
+        return parse_time(value)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
