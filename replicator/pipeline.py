@@ -70,6 +70,7 @@ class _Write:
     table: str | None = None  # None: the dead-letter table
     changes: dict[str, Change] = dataclasses.field(default_factory=dict)
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+    key_indexes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 class Replicator:
@@ -136,6 +137,7 @@ class Replicator:
                 continue
             write = by_table.setdefault(change.table, _Write(indexes=[], table=change.table))
             write.indexes.append(index)
+            write.key_indexes.setdefault(change.key, []).append(index)
             current = write.changes.get(change.key)
             if current is None or change.version >= current.version:
                 write.changes[change.key] = change
@@ -147,14 +149,19 @@ class Replicator:
         return writes, skipped, len(dead.letters)
 
     def _chunks(self, write: _Write) -> list[_Write]:
+        """Split a table's rows into inserts of at most ``max_rows_per_insert``, keys in first-seen order.
+
+        A chunk carries the indexes of every record of its keys (superseded versions included): once the
+        newest version of a key has landed, the older records of that key are durable too.
+        """
         if len(write.changes) <= self.max_rows_per_insert:
             return [write]
-        items = list(write.changes.items())
+        keys = list(write.changes)
         chunks = []
-        for start in range(0, len(items), self.max_rows_per_insert):
-            # Each chunk carries every index of the table: a failure anywhere re-delivers from the earliest.
-            chunks.append(_Write(indexes=write.indexes, table=write.table,
-                                 changes=dict(items[start:start + self.max_rows_per_insert])))
+        for start in range(0, len(keys), self.max_rows_per_insert):
+            part = keys[start:start + self.max_rows_per_insert]
+            chunks.append(_Write(indexes=[i for key in part for i in write.key_indexes[key]], table=write.table,
+                                 changes={key: write.changes[key] for key in part}))
         return chunks
 
     def _announce(self, changed: Sequence[Change]) -> tuple[PrRef, ...]:
