@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,11 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = Field(None, description="http(s)://user:pass@host:port/db; unset = embedded")
     clickhouse_database: str = Field("oot_hud", description="database when the URL names none, or embedded")
     dynamo_table: str | None = Field(None, description="DynamoDB table; set = write results through DynamoDB")
+    replicator_routes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="replicator: dynamo_table=clickhouse_table pairs, comma-separated; "
+                                          "default: OOT_HUD_DYNAMO_TABLE=oot_job_results")
+    replicator_insert_attempts: int = Field(4, ge=1, description="replicator: tries per warehouse insert")
+    replicator_insert_timeout_s: float = Field(30.0, gt=0, description="replicator: bound on one insert try")
 
     rate_limit_per_minute: int = Field(600, ge=1, description="accepted results per downstream repo a minute")
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
@@ -43,6 +49,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("replicator_routes", mode="before")
+    @classmethod
+    def _parse_routes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        routes: dict[str, str] = {}
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            source, _, target = (side.strip() for side in pair.partition("="))
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", source) or not re.fullmatch(r"[A-Za-z_]\w*", target):
+                raise ValueError(f"route {pair[:80]!r} is not dynamo_table=clickhouse_table")
+            routes[source] = target
+        return routes
+
+    def replication_routes(self) -> dict[str, str]:
+        """DynamoDB table -> warehouse table for the replicator (the results table by default)."""
+        if self.replicator_routes:
+            return dict(self.replicator_routes)
+        return {self.dynamo_table: "oot_job_results"} if self.dynamo_table else {}
 
     @property
     def embedded(self) -> bool:
