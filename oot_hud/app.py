@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ingest.ratelimit import RateLimiter
+from ingest.routes import IngestContext, ingest_context
+from ingest.routes import router as ingest_router
 from oot_hud.services import Services, build_services, close_services
 from oot_hud.settings import Settings
 
@@ -39,5 +42,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         body = {"ok": store_ok and warehouse_ok, "store": current.store.name, "store_reachable": store_ok,
                 "warehouse": current.warehouse.kind, "warehouse_reachable": warehouse_ok}
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
+
+    # Ingest: one limiter for the app's life; store and tokens come from the running services.
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+
+    def _ingest_context(request: Request) -> IngestContext:
+        current: Services = request.app.state.services
+        return IngestContext(store=current.store, relay_tokens=current.relay_tokens, limiter=limiter,
+                             max_body_bytes=settings.max_body_bytes)
+
+    app.dependency_overrides[ingest_context] = _ingest_context
+    app.include_router(ingest_router)
 
     return app
