@@ -1,0 +1,57 @@
+"""``pull_request`` events: record the PR's head/state/base in ``oot_pr_heads`` and mark the PR dirty."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.context import HandlerContext
+from bot.pr_state import PrHead, when
+from bot.router import Delivery, Router
+from sql.records import PrRef
+
+log = logging.getLogger("oot_hud.bot.handlers.pull_request")
+
+HEAD_ACTIONS = ("opened", "reopened", "synchronize", "closed")
+
+
+def head_from_payload(delivery: Delivery) -> PrHead | None:
+    """The PR head a ``pull_request`` payload describes, or None when the payload lacks its parts."""
+    payload = delivery.payload
+    pr: Any = payload.get("pull_request")
+    repo: Any = (payload.get("repository") or {}).get("full_name")
+    if not isinstance(pr, dict) or not isinstance(repo, str):
+        return None
+    number = pr.get("number", payload.get("number"))
+    sha = (pr.get("head") or {}).get("sha")
+    if not isinstance(number, int) or number <= 0 or not isinstance(sha, str) or not sha:
+        return None
+    return PrHead(upstream_repo=repo, pr_number=number, head_sha=sha, state=str(pr.get("state") or "open"),
+                  base_ref=str((pr.get("base") or {}).get("ref") or ""),
+                  installation_id=delivery.installation_id or 0, updated_at=when(pr.get("updated_at")))
+
+
+def router(ctx: HandlerContext) -> Router:
+    routes = Router()
+
+    async def record(delivery: Delivery) -> None:
+        head = head_from_payload(delivery)
+        if head is None:
+            log.warning("pull_request payload without a usable PR", extra=delivery.log_fields())
+            return
+        await asyncio.to_thread(ctx.state.record_head, head)
+        ctx.mark_dirty(PrRef(head.upstream_repo, head.pr_number, head.head_sha))
+        log.info("PR head recorded", extra={**delivery.log_fields(), "pr": f"{head.upstream_repo}#{head.pr_number}",
+                                            "head_sha": head.head_sha, "state": head.state})
+
+    for action in HEAD_ACTIONS:
+        routes.add("pull_request", action, record)
+
+    @routes.register("pull_request", "edited")
+    async def base_changed(delivery: Delivery) -> None:
+        changes = delivery.payload.get("changes")
+        if isinstance(changes, dict) and "base" in changes:
+            await record(delivery)
+
+    return routes

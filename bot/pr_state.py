@@ -1,0 +1,131 @@
+"""The bot's warehouse bookkeeping: PR heads (``oot_pr_heads``), SHA -> PR, installations per repository.
+
+Blocking (the warehouse is): async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from sql.records import parse_time
+from sql.warehouse import Warehouse
+
+PR_HEADS_TABLE = "oot_pr_heads"
+INSTALLATIONS_TABLE = "oot_installations"
+PR_HEAD_COLUMNS = ("upstream_repo", "pr_number", "head_sha", "state", "base_ref", "installation_id", "updated_at")
+INSTALLATION_COLUMNS = ("repo", "installation_id", "account", "removed", "updated_at")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrHead:
+    """A PR's head as GitHub reported it in a ``pull_request`` webhook."""
+
+    upstream_repo: str
+    pr_number: int
+    head_sha: str
+    state: str  # "open" or "closed"
+    base_ref: str
+    installation_id: int
+    updated_at: datetime
+
+
+def when(value: Any, default: datetime | None = None) -> datetime:
+    """A webhook timestamp (ISO string) as an aware UTC datetime; ``default``/now when absent or bad."""
+    if isinstance(value, str) and value:
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    return default or datetime.now(UTC)
+
+
+class PrState:
+    """Reads and writes the bot's two small tables; installations are also kept in memory."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self._installations: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    # --- PR heads ----------------------------------------------------------------------------------
+    def record_head(self, head: PrHead) -> None:
+        row = [head.upstream_repo, head.pr_number, head.head_sha, head.state, head.base_ref,
+               head.installation_id, head.updated_at]
+        self._warehouse.insert(PR_HEADS_TABLE, [row], PR_HEAD_COLUMNS)
+        if head.installation_id:
+            with self._lock:
+                self._installations.setdefault(head.upstream_repo, head.installation_id)
+
+    def head(self, upstream_repo: str, pr_number: int) -> PrHead | None:
+        rows = self._warehouse.query(
+            "SELECT upstream_repo, pr_number, argMax(head_sha, updated_at) AS head_sha,"
+            " argMax(state, updated_at) AS state, argMax(base_ref, updated_at) AS base_ref,"
+            " argMax(installation_id, updated_at) AS installation_id, max(updated_at) AS updated_at"
+            " FROM oot_pr_heads WHERE upstream_repo = {repo:String} AND pr_number = {pr:UInt64}"
+            " GROUP BY upstream_repo, pr_number",
+            {"repo": upstream_repo, "pr": pr_number})
+        if not rows:
+            return None
+        row = rows[0]
+        return PrHead(str(row["upstream_repo"]), int(row["pr_number"]), str(row["head_sha"]), str(row["state"]),
+                      str(row["base_ref"]), int(row["installation_id"]), when(None, row["updated_at"]))
+
+    def prs_for_sha(self, upstream_repo: str, head_sha: str) -> list[int]:
+        """PRs whose head (from webhooks) or results carry ``head_sha`` (fork PRs: GitHub does not say)."""
+        rows = self._warehouse.query(
+            "SELECT pr_number FROM (SELECT pr_number, argMax(head_sha, updated_at) AS sha FROM oot_pr_heads"
+            " WHERE upstream_repo = {repo:String} GROUP BY pr_number) WHERE sha = {sha:String}"
+            " UNION DISTINCT SELECT DISTINCT pr_number FROM oot_job_results"
+            " WHERE upstream_repo = {repo:String} AND head_sha = {sha:String} AND pr_number > 0",
+            {"repo": upstream_repo, "sha": head_sha})
+        return sorted({int(row["pr_number"]) for row in rows if int(row["pr_number"]) > 0})
+
+    # --- installations -----------------------------------------------------------------------------
+    def load_installations(self) -> None:
+        rows = self._warehouse.query(
+            "SELECT repo, argMax(installation_id, updated_at) AS installation_id,"
+            " argMax(removed, updated_at) AS removed FROM oot_installations GROUP BY repo")
+        with self._lock:
+            for row in rows:
+                if int(row["removed"]):
+                    self._installations.pop(str(row["repo"]), None)
+                else:
+                    self._installations[str(row["repo"])] = int(row["installation_id"])
+            self._loaded = True
+
+    def installation_for(self, repo: str) -> int | None:
+        if not self._loaded:
+            self.load_installations()
+        with self._lock:
+            found = self._installations.get(repo)
+        if found is not None:
+            return found
+        head_rows = self._warehouse.query(
+            "SELECT argMax(installation_id, updated_at) AS installation_id FROM oot_pr_heads"
+            " WHERE upstream_repo = {repo:String} AND installation_id > 0", {"repo": repo})
+        value = int(head_rows[0]["installation_id"]) if head_rows else 0
+        return value or None
+
+    def set_installation(self, repos: list[str], installation_id: int, account: str, *, removed: bool = False,
+                         at: datetime | None = None) -> None:
+        if not repos:
+            return
+        stamp = at or datetime.now(UTC)
+        rows = [[repo, installation_id, account, 1 if removed else 0, stamp] for repo in repos]
+        self._warehouse.insert(INSTALLATIONS_TABLE, rows, INSTALLATION_COLUMNS)
+        with self._lock:
+            for repo in repos:
+                if removed:
+                    if self._installations.get(repo) == installation_id:
+                        del self._installations[repo]
+                else:
+                    self._installations[repo] = installation_id
+
+    def remember(self, repo: str, installation_id: int) -> None:
+        """Memory only: an installation id learned from GitHub or a webhook's ``installation`` field."""
+        with self._lock:
+            self._installations[repo] = installation_id

@@ -1,0 +1,44 @@
+"""Fetch and decide: a PR's current comment body and check-run output, from the warehouse and renderers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from renderers.markdown import CheckRunOutput, render_check_run, render_pr_comment, short_fallback_comment
+from renderers.pr_view import build_pr_view, has_results
+from sql.pr_results import fetch_pr_rows
+from sql.warehouse import Warehouse
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rendered:
+    """What the PR should show now. ``comment`` None = post nothing; ``check`` None = no check run yet."""
+
+    comment: str | None
+    short_comment: str | None
+    check: CheckRunOutput | None
+    # True when the current head SHA has results (a check run may be created); else only update one.
+    check_has_results: bool = True
+
+
+Render = Callable[[str, int], Awaitable[Rendered]]
+RenderSync = Callable[[str, int], Rendered]
+
+
+def warehouse_renderer(warehouse: Warehouse, *, silence_hours: float, public_url: str,
+                       now: Callable[[], datetime] | None = None) -> RenderSync:
+    """The production renderer: saved query -> PR view -> Markdown (blocking; run it in a thread)."""
+
+    def render(upstream_repo: str, pr_number: int) -> Rendered:
+        rows = fetch_pr_rows(warehouse, upstream_repo, pr_number)
+        view = build_pr_view(rows, now=now() if now else datetime.now(UTC), silence_hours=silence_hours,
+                             public_url=public_url, upstream_repo=upstream_repo, pr_number=pr_number)
+        if not has_results(view):
+            return Rendered(None, None, None, False)
+        return Rendered(comment=render_pr_comment(view), short_comment=short_fallback_comment(view),
+                        check=render_check_run(view) if view.head_sha else None,
+                        check_has_results=bool(view.backends))
+
+    return render

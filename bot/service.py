@@ -1,0 +1,119 @@
+"""Build the GitHub App side from plain arguments and run its background tasks (writer, sweep, webhooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httpx
+
+from bot.clock import Clock, RealClock
+from bot.context import HandlerContext
+from bot.github import GitHubApi, GitHubError, NotFound
+from bot.handlers import build_router
+from bot.handlers.results import on_results
+from bot.pr_state import PrState
+from bot.render import Render, RenderSync, warehouse_renderer
+from bot.webhook import WebhookReceiver
+from bot.writer import Writer
+from renderers.markdown import CHECK_RUN_NAME
+from sql.records import PrRef
+from sql.warehouse import Warehouse
+
+log = logging.getLogger("oot_hud.bot")
+
+
+class Bot:
+    """The App: webhook receiver + handlers, the per-PR writer and the periodic sweep.
+
+    Without ``app_id``/``private_key`` it runs dry: it renders, sends nothing.
+    """
+
+    def __init__(self, *, warehouse: Warehouse, app_id: int | str | None = None, private_key: str | None = None,
+                 webhook_secret: str | None = None, api_url: str = "https://api.github.com",
+                 app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0, sweep: float = 60.0,
+                 public_url: str = "http://127.0.0.1:8000", silence_hours: float = 6.0,
+                 transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
+                 render: RenderSync | None = None) -> None:
+        self.clock = clock or RealClock()
+        self.state = PrState(warehouse)
+        self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
+                       if app_id and private_key else None)
+        render_sync = render or warehouse_renderer(warehouse, silence_hours=silence_hours, public_url=public_url)
+
+        async def render_async(repo: str, number: int) -> Any:
+            return await asyncio.to_thread(render_sync, repo, number)
+
+        self._render: Render = render_async
+        self.writer = Writer(render=self._render, github=self.github, installation_for=self._installation_for,
+                             app_slug=app_slug, debounce=debounce, pace=pace, clock=self.clock)
+        self.sweep_seconds = sweep
+        self.on_results: Callable[[PrRef], None] = on_results(self.writer.mark_dirty)
+        self.router = build_router(HandlerContext(
+            state=self.state, mark_dirty=self.writer.mark_dirty, refresh=self.writer.refresh,
+            check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None))
+        self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self.github is None
+
+    async def _installation_for(self, repo: str) -> int | None:
+        found = await asyncio.to_thread(self.state.installation_for, repo)
+        if found is not None or self.github is None:
+            return found
+        try:
+            found = await self.github.repo_installation(repo)
+        except NotFound:
+            return None
+        except GitHubError:
+            raise
+        self.state.remember(repo, found)
+        return found
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run webhook work in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def start(self) -> None:
+        self.writer.bind_loop()
+        try:
+            await asyncio.to_thread(self.state.load_installations)
+        except Exception:
+            log.exception("could not load installations; they will be learned again")
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="oot-bot sweep")
+        log.info("bot started", extra={"dry_run": self.dry_run})
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.sweep_seconds)
+            try:
+                count = await self.writer.sweep_once()
+                if count:
+                    log.info("sweep re-marked failed PRs", extra={"prs": count})
+            except Exception:
+                log.exception("sweep failed")
+
+    async def drain(self) -> None:
+        """Wait for in-flight webhook work and every pending PR write (tests, benchmark)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.writer.idle()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.writer.close()

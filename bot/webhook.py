@@ -1,0 +1,140 @@
+"""The only module that knows HTTP, signatures and delivery headers: ``POST /api/github/webhook``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bot.clock import Clock, RealClock
+from bot.router import Delivery, Router
+
+log = logging.getLogger("oot_hud.bot.webhook")
+
+WEBHOOK_PATH = "/api/github/webhook"
+# GitHub caps deliveries at 25 MB; the events this App subscribes to are a few hundred KB at most.
+MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
+DEDUPE_SIZE = 10_000
+DEDUPE_TTL_SECONDS = 24 * 3600.0
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+
+
+class DeliveryDedupe:
+    """Bounded memory of recent ``X-GitHub-Delivery`` ids (GitHub keeps the id across redeliveries)."""
+
+    def __init__(self, size: int = DEDUPE_SIZE, ttl: float = DEDUPE_TTL_SECONDS, clock: Clock | None = None) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock or RealClock()
+
+    def first_time(self, delivery_id: str) -> bool:
+        """True the first time an id is seen (and remembers it)."""
+        now = self._clock.monotonic()
+        while self._seen and (len(self._seen) >= self._size or next(iter(self._seen.values())) < now - self._ttl):
+            self._seen.popitem(last=False)
+        if delivery_id in self._seen:
+            return False
+        self._seen[delivery_id] = now
+        return True
+
+
+def signature_problem(secret: bytes, body: bytes, header: str | None, sha1_header: str | None) -> str | None:
+    """Why the delivery's signature is unacceptable, or None when it verifies (HMAC-SHA256 of the raw body)."""
+    if not header:
+        if sha1_header:
+            return "SHA-1 signatures (X-Hub-Signature) are refused; X-Hub-Signature-256 is required"
+        return "missing X-Hub-Signature-256"
+    if not header.startswith("sha256="):
+        return "X-Hub-Signature-256 must start with sha256="
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), header.strip().encode()):
+        return "signature does not match"
+    return None
+
+
+class WebhookReceiver:
+    """Verify, de-duplicate, parse and route one delivery; the routed work runs in the background."""
+
+    def __init__(self, secret: str | None, router: Router, spawn: Spawn, *,
+                 max_bytes: int = MAX_WEBHOOK_BYTES, dedupe: DeliveryDedupe | None = None) -> None:
+        self._secret = secret.encode() if secret else None
+        self._router = router
+        self._spawn = spawn
+        self.max_bytes = max_bytes
+        self._dedupe = dedupe or DeliveryDedupe()
+
+    async def receive(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """-> (HTTP status, JSON body). Never raises for bad input."""
+        if self._secret is None:
+            return 503, {"error": "webhooks are disabled: OOT_HUD_GITHUB_WEBHOOK_SECRET is not configured"}
+        if len(body) > self.max_bytes:
+            return 413, {"error": f"body larger than {self.max_bytes} bytes"}
+        problem = signature_problem(self._secret, body, headers.get("x-hub-signature-256"),
+                                    headers.get("x-hub-signature"))
+        if problem:
+            log.warning("webhook refused", extra={"reason": problem,
+                                                  "delivery_id": headers.get("x-github-delivery", "")[:64]})
+            return 401, {"error": problem}
+        event = headers.get("x-github-event", "").strip()
+        delivery_id = headers.get("x-github-delivery", "").strip()
+        if not event or not delivery_id:
+            return 400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"}
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return 400, {"error": "body is not JSON"}
+        if not isinstance(payload, dict):
+            return 400, {"error": "body must be a JSON object"}
+        delivery = Delivery(event=event[:64], delivery_id=delivery_id[:64], payload=payload)
+        if not self._dedupe.first_time(delivery.delivery_id):
+            log.info("duplicate delivery ignored", extra=delivery.log_fields())
+            return 200, {"status": "duplicate", "delivery": delivery.delivery_id}
+        if not self._router.handles(delivery):
+            log.info("event ignored", extra=delivery.log_fields())
+            return 200, {"status": "ignored", "event": delivery.event}
+        self._spawn(self._router.dispatch(delivery))
+        log.info("delivery accepted", extra=delivery.log_fields())
+        return 202, {"status": "accepted", "delivery": delivery.delivery_id}
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it exceeds ``limit`` (no unbounded buffering)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def webhook_api(get_receiver: Callable[[Request], WebhookReceiver | None]) -> APIRouter:
+    """The FastAPI router; ``get_receiver`` finds the running bot's receiver (None = bot not built)."""
+    api = APIRouter(tags=["github"])
+
+    @api.post(WEBHOOK_PATH, summary="GitHub App webhook (signed with the App's webhook secret)")
+    async def github_webhook(request: Request) -> JSONResponse:
+        receiver = get_receiver(request)
+        if receiver is None:
+            return JSONResponse({"error": "the GitHub App is not configured on this server"}, status_code=503)
+        body = await _read_capped(request, receiver.max_bytes)
+        if body is None:
+            return JSONResponse({"error": f"body larger than {receiver.max_bytes} bytes"}, status_code=413)
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        status, content = await receiver.receive(headers, body)
+        return JSONResponse(content, status_code=status)
+
+    return api

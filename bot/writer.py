@@ -1,0 +1,364 @@
+"""The per-PR single writer: dirty marks, a debounce window, one comment write and one check-run write.
+
+Every trigger only marks a PR dirty. One asyncio task per dirty PR waits until the PR has been quiet for
+the debounce window (at most ``max_delay`` after the first mark), renders the PR's full current state
+and syncs the sticky comment and the check run. Content-creating calls go through the installation's
+``Pacer``; GitHub's "slow down" answers block the installation, other failures are retried briefly and
+then left to the periodic sweep, so nothing blocks other PRs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from bot.clock import Clock, RealClock
+from bot.github import GitHubApi, GitHubError, NotFound, RateLimited, Transient, Unprocessable
+from bot.pacing import Pacer
+from bot.render import Render, Rendered
+from renderers.markdown import COMMENT_MARKER, CheckRunOutput
+from sql.records import PrRef
+
+log = logging.getLogger("oot_hud.bot.writer")
+
+T = TypeVar("T")
+TRANSIENT_RETRIES = 3
+RATE_LIMIT_RETRIES = 3
+TRANSIENT_BACKOFF_SECONDS = 2.0
+MAX_DELAY_FACTOR = 10  # a PR that never goes quiet is still written every debounce x this
+
+InstallationLookup = Callable[[str], Awaitable[int | None]]
+
+
+@dataclasses.dataclass
+class CheckEntry:
+    check_run_id: int
+    payload: dict[str, Any] | None  # what GitHub holds (None: unknown, found after a restart)
+
+
+@dataclasses.dataclass
+class PrSlot:
+    """Everything the writer remembers about one PR."""
+
+    repo: str
+    number: int
+    dirty: bool = False
+    first_dirty: float = 0.0
+    last_dirty: float = 0.0
+    task: asyncio.Task[None] | None = None
+    failed: bool = False
+    comment_id: int | None = None
+    comment_body: str | None = None  # the body GitHub holds
+    comment_source: str | None = None  # the rendered body that produced it (differs after a 422 fallback)
+    checks: dict[str, CheckEntry] = dataclasses.field(default_factory=dict)
+    last_rendered: Rendered | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo}#{self.number}"
+
+
+def check_payload(check: CheckRunOutput, *, create: bool) -> dict[str, Any]:
+    """The check-run request body (create includes ``head_sha``; ``conclusion`` only once completed)."""
+    payload: dict[str, Any] = {
+        "name": check.name, "status": check.status, "details_url": check.details_url,
+        "external_id": check.external_id,
+        "output": {"title": check.title, "summary": check.summary, "text": check.text},
+    }
+    if create:
+        payload["head_sha"] = check.head_sha
+    if check.status == "completed" and check.conclusion:
+        payload["conclusion"] = check.conclusion
+    return payload
+
+
+class Writer:
+    """One writer per PR; ``github`` None = dry-run (render, remember, send nothing)."""
+
+    def __init__(self, *, render: Render, github: GitHubApi | None, installation_for: InstallationLookup,
+                 app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0,
+                 max_delay: float | None = None, clock: Clock | None = None,
+                 transient_retries: int = TRANSIENT_RETRIES, rate_limit_retries: int = RATE_LIMIT_RETRIES) -> None:
+        self._render = render
+        self._github = github
+        self._installation_for = installation_for
+        self._slug = app_slug
+        self.debounce = debounce
+        self.pace = pace
+        self.max_delay = max_delay if max_delay is not None else max(debounce * MAX_DELAY_FACTOR, debounce)
+        self._clock = clock or RealClock()
+        self._transient_retries = transient_retries
+        self._rate_limit_retries = rate_limit_retries
+        self._slots: dict[tuple[str, int], PrSlot] = {}
+        self._pacers: dict[int, Pacer] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.writes: Counter[str] = Counter()
+
+    @property
+    def dry_run(self) -> bool:
+        return self._github is None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Remember the loop the writer runs on, so ``mark_dirty`` is safe from other threads."""
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    # --- triggers ----------------------------------------------------------------------------------
+    def mark_dirty(self, pr: PrRef) -> None:
+        """Results (or the PR) changed: re-render after the debounce window. Trunk results are ignored."""
+        if pr.pr_number <= 0 or not pr.upstream_repo:
+            return
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._mark, pr.upstream_repo, pr.pr_number)
+        else:
+            self._mark(pr.upstream_repo, pr.pr_number)
+
+    def _mark(self, repo: str, number: int) -> None:
+        slot = self._slots.get((repo, number))
+        if slot is None:
+            slot = self._slots[(repo, number)] = PrSlot(repo, number)
+        now = self._clock.monotonic()
+        if not slot.dirty:
+            slot.first_dirty = now
+        slot.dirty = True
+        slot.last_dirty = now
+        if slot.task is None:
+            slot.task = asyncio.get_running_loop().create_task(self._run(slot), name=f"oot-writer {slot.label}")
+
+    def slot(self, repo: str, number: int) -> PrSlot | None:
+        return self._slots.get((repo, number))
+
+    def failed_prs(self) -> list[PrRef]:
+        return [PrRef(s.repo, s.number) for s in self._slots.values() if s.failed]
+
+    async def sweep_once(self) -> int:
+        """Re-mark every PR whose last write failed (and is not being written now); returns how many."""
+        again = [slot for slot in self._slots.values() if slot.failed and slot.task is None]
+        for slot in again:
+            self._mark(slot.repo, slot.number)
+        return len(again)
+
+    async def idle(self) -> None:
+        """Wait until no PR is dirty or being written (tests, benchmark, shutdown)."""
+        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the per-PR task ---------------------------------------------------------------------------
+    async def _run(self, slot: PrSlot) -> None:
+        try:
+            while slot.dirty:
+                while (wait := min(slot.last_dirty + self.debounce, slot.first_dirty + self.max_delay)
+                       - self._clock.monotonic()) > 0:
+                    await self._clock.sleep(wait)
+                slot.dirty = False
+                try:
+                    await self._cycle(slot)
+                    slot.failed = False
+                except Exception as exc:
+                    slot.failed = True
+                    level = logging.WARNING if isinstance(exc, GitHubError) else logging.ERROR
+                    log.log(level, "PR write failed; the sweep will retry", exc_info=not isinstance(exc, GitHubError),
+                            extra={"pr": slot.label, "error": str(exc)})
+        finally:
+            slot.task = None
+
+    async def _cycle(self, slot: PrSlot) -> None:
+        rendered = await self._render(slot.repo, slot.number)
+        slot.last_rendered = rendered
+        if rendered.comment is None and rendered.check is None:
+            return  # no OOT results on this PR: no noise
+        if self._github is None:
+            log.debug("dry-run: would write", extra={"pr": slot.label})
+            return
+        installation = await self._installation_for(slot.repo)
+        if installation is None:
+            log.info("App not installed on the repository; nothing to write", extra={"pr": slot.label})
+            return
+        if rendered.comment is not None:
+            await self._sync_comment(slot, installation, rendered.comment, rendered.short_comment)
+        if rendered.check is not None:
+            await self._sync_check(slot, installation, rendered.check, may_create=rendered.check_has_results)
+
+    # --- GitHub calls with pacing and retries ------------------------------------------------------
+    def pacer(self, installation_id: int) -> Pacer:
+        pacer = self._pacers.get(installation_id)
+        if pacer is None:
+            pacer = self._pacers[installation_id] = Pacer(self.pace, self._clock)
+        return pacer
+
+    async def _call(self, installation_id: int, what: str, fn: Callable[[], Awaitable[T]], *, write: bool) -> T:
+        pacer = self.pacer(installation_id)
+        transient = limited = 0
+        while True:
+            if write:
+                await pacer.slot()
+            elif (blocked := pacer.blocked_for) > 0:
+                await self._clock.sleep(blocked)
+            try:
+                result = await fn()
+            except RateLimited as exc:
+                limited += 1
+                waited = pacer.block_for(exc.retry_after)
+                log.warning("GitHub asked to slow down", extra={"installation_id": installation_id, "call": what,
+                                                                "status": exc.status, "wait_s": waited})
+                if limited > self._rate_limit_retries:
+                    raise
+                continue
+            except Transient as exc:
+                transient += 1
+                log.warning("GitHub call failed, retrying", extra={"installation_id": installation_id,
+                                                                   "call": what, "error": str(exc)})
+                if transient > self._transient_retries:
+                    raise
+                await self._clock.sleep(TRANSIENT_BACKOFF_SECONDS * 2 ** (transient - 1))
+                continue
+            pacer.succeeded()
+            if write:
+                self.writes[what] += 1
+            return result
+
+    # --- the sticky comment ------------------------------------------------------------------------
+    async def _identity(self) -> str | None:
+        if self._slug is None and self._github is not None:
+            self._slug = await self._github.app_slug()
+        return self._slug
+
+    def _is_ours(self, comment: dict[str, Any], slug: str | None) -> bool:
+        if COMMENT_MARKER not in str(comment.get("body") or ""):
+            return False
+        app = comment.get("performed_via_github_app") or {}
+        if self._github is not None and isinstance(app, dict) and app.get("id") == self._github.app_id:
+            return True
+        user = comment.get("user") or {}
+        return bool(slug) and isinstance(user, dict) and user.get("login") == f"{slug}[bot]"
+
+    async def _our_comments(self, slot: PrSlot, installation: int) -> list[dict[str, Any]]:
+        """This App's marked comments on the PR, oldest first (every page searched)."""
+        assert self._github is not None
+        github = self._github
+        slug = await self._identity()
+        comments = await self._call(installation, "comment.list",
+                                    lambda: github.list_comments(installation, slot.repo, slot.number), write=False)
+        ours = [c for c in comments if self._is_ours(c, slug)]
+        return sorted(ours, key=lambda c: int(c["id"]))
+
+    async def _sync_comment(self, slot: PrSlot, installation: int, body: str, short: str | None) -> None:
+        assert self._github is not None
+        github = self._github
+        if slot.comment_id is None:
+            ours = await self._our_comments(slot, installation)
+            if ours:
+                slot.comment_id, slot.comment_body, slot.comment_source = int(ours[0]["id"]), ours[0]["body"], None
+                await self._delete_extra(slot, installation, ours[1:])
+        if slot.comment_id is not None and body in (slot.comment_body, slot.comment_source):
+            return  # unchanged: no call
+        if slot.comment_id is not None:
+            comment_id = slot.comment_id
+            try:
+                sent = await self._with_fallback(body, short, lambda text: self._call(
+                    installation, "comment.update",
+                    lambda: github.update_comment(installation, slot.repo, comment_id, text), write=True))
+                slot.comment_body, slot.comment_source = sent, body
+                return
+            except NotFound:
+                log.info("sticky comment was deleted; creating a new one", extra={"pr": slot.label})
+                slot.comment_id = slot.comment_body = slot.comment_source = None
+        sent_holder: dict[str, Any] = {}
+
+        async def create(text: str) -> str:
+            sent_holder["comment"] = await self._call(
+                installation, "comment.create",
+                lambda: github.create_comment(installation, slot.repo, slot.number, text), write=True)
+            return text
+
+        sent = await self._with_fallback(body, short, create)
+        created = sent_holder["comment"]
+        slot.comment_id, slot.comment_body, slot.comment_source = int(created["id"]), sent, body
+        # No conditional writes on GitHub: another writer may have created one too. Keep the oldest.
+        ours = await self._our_comments(slot, installation)
+        if ours and (len(ours) > 1 or int(ours[0]["id"]) != slot.comment_id):
+            keep = ours[0]
+            await self._delete_extra(slot, installation, [c for c in ours if c is not keep])
+            slot.comment_id, slot.comment_body = int(keep["id"]), keep.get("body")
+            if slot.comment_body != sent:
+                keep_id = slot.comment_id
+                await self._call(installation, "comment.update",
+                                 lambda: github.update_comment(installation, slot.repo, keep_id, sent), write=True)
+                slot.comment_body = sent
+
+    async def _delete_extra(self, slot: PrSlot, installation: int, extra: list[dict[str, Any]]) -> None:
+        assert self._github is not None
+        github = self._github
+        for comment in extra:
+            comment_id = int(comment["id"])
+            try:
+                await self._call(installation, "comment.delete",
+                                 lambda cid=comment_id: github.delete_comment(installation, slot.repo, cid), write=True)
+            except NotFound:
+                pass  # already gone
+            log.info("duplicate sticky comment deleted", extra={"pr": slot.label, "comment_id": comment_id})
+
+    @staticmethod
+    async def _with_fallback(body: str, short: str | None, send: Callable[[str], Awaitable[Any]]) -> str:
+        """Send ``body``; on 422 (too long, despite the renderer's budget) send the short body instead."""
+        try:
+            await send(body)
+            return body
+        except Unprocessable:
+            if not short or short == body:
+                raise
+            log.warning("GitHub refused the comment body (422); posting the short fallback")
+            await send(short)
+            return short
+
+    # --- the check run -----------------------------------------------------------------------------
+    async def _sync_check(self, slot: PrSlot, installation: int, check: CheckRunOutput, *, may_create: bool) -> None:
+        assert self._github is not None
+        github = self._github
+        entry = slot.checks.get(check.head_sha)
+        if entry is None:
+            if not may_create:
+                return  # no result for this commit yet: its check run comes with the first one
+            found = await self._call(installation, "check.find", lambda: github.find_check_run(
+                installation, slot.repo, check.head_sha, check.name), write=False)
+            if found is not None:
+                entry = CheckEntry(found, None)
+        update = check_payload(check, create=False)
+        if entry is not None:
+            if entry.payload == update:
+                return  # unchanged: no call
+            check_id = entry.check_run_id
+            try:
+                await self._call(installation, "check.update",
+                                 lambda: github.update_check_run(installation, slot.repo, check_id, update), write=True)
+                entry.payload = update
+                slot.checks = {check.head_sha: entry}
+                return
+            except (NotFound, Unprocessable) as exc:
+                log.info("check run cannot be updated; creating a new one",
+                         extra={"pr": slot.label, "status": exc.status})
+        create = check_payload(check, create=True)
+        created = await self._call(installation, "check.create",
+                                   lambda: github.create_check_run(installation, slot.repo, create), write=True)
+        # Only the current head's check run is kept: older commits keep theirs as they were.
+        slot.checks = {check.head_sha: CheckEntry(int(created["id"]), update)}
+
+    def refresh(self, pr: PrRef) -> None:
+        """A human asked for a re-run of the check: re-send it even when nothing changed."""
+        slot = self._slots.get((pr.upstream_repo, pr.pr_number))
+        if slot is not None:
+            for entry in slot.checks.values():
+                entry.payload = None
+        self.mark_dirty(pr)
