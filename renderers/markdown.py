@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Callable, Iterable
 
-from renderers.pr_view import PrView
+from renderers.md_escape import md_link, md_text, path_segment
+from renderers.policy import BLOCKING_LEVEL, FAILED_VERDICTS, Verdict, format_duration
+from renderers.pr_view import BackendResult, JobResult, PrView, VerdictCounts, has_results
 
 COMMENT_MARKER = "<!-- oot-hud:pr-comment -->"  # first line of the sticky comment
 COMMENT_BUDGET_CHARS = 65_536  # GitHub's limit on a comment body (characters)
 CHECK_SUMMARY_BUDGET_BYTES = 65_535  # GitHub's limit on a check run's output.summary and output.text (bytes)
 CHECK_RUN_NAME = "OOT Backends"
+TITLE = "Out-of-Tree Backends"
+
+ICON_BLOCKING_FAILURE = "❌"
+ICON_OTHER_FAILURE = "⚠️"
+ICON_RUNNING = "⏳"
+ICON_PASSED = "✅"
+_VERDICT_WORDS = {
+    Verdict.FAILURE: "failed", Verdict.TIMED_OUT: "timed out", Verdict.CANCELLED: "cancelled",
+    Verdict.NO_REPORT: "no report", Verdict.RUNNING: "running", Verdict.SUCCESS: "passed",
+}
+_TABLE_HEAD = "| | Backend | Level | Jobs | Tests | Duration | Links |\n|---|---|---|---|---|---|---|"
+_JOB_TABLE_HEAD = ("| | Backend | Workflow | Job | Attempt | Legs | Tests | Duration | Queue | Links |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|")
+_HEX_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,18 +45,300 @@ class CheckRunOutput:
     external_id: str  # "{upstream_repo}#{pr_number}"
 
 
+# ---------------------------------------------------------------------------------------------- public
+
+
 def render_pr_comment(view: PrView) -> str | None:
     """The sticky comment body (starts with ``COMMENT_MARKER``), or None when the PR has no displayable
     OOT results (then the bot posts nothing). Deterministic: no timestamps, so an unchanged state renders
     an identical body and the bot can skip the write."""
-    raise NotImplementedError
+    if not has_results(view):
+        return None
+    head = f"{COMMENT_MARKER}\n## {headline_icon(view)} {TITLE}: {headline_text(view)}\n{_as_of(view)}"
+    return _assemble(view, head, _sections(view), budget=COMMENT_BUDGET_CHARS, measure=len)
 
 
 def render_check_run(view: PrView) -> CheckRunOutput:
     """The check run for the view's current head SHA (conclusion policy in docs/pr-view.md)."""
-    raise NotImplementedError
+    status, conclusion = check_status(view)
+    summary = _assemble(view, _as_of(view), _sections(view), budget=CHECK_SUMMARY_BUDGET_BYTES,
+                        measure=_utf8_len)
+    text = _assemble(view, "### Jobs of the current commit", [_job_section(view)],
+                     budget=CHECK_SUMMARY_BUDGET_BYTES, measure=_utf8_len)
+    return CheckRunOutput(
+        name=CHECK_RUN_NAME, head_sha=view.head_sha, status=status, conclusion=conclusion,
+        title=f"{headline_icon(view)} {headline_text(view)}", summary=summary, text=text,
+        details_url=pr_page_url(view), external_id=f"{view.upstream_repo}#{view.pr_number}",
+    )
 
 
 def short_fallback_comment(view: PrView) -> str:
     """A tiny body (marker, headline, link to the PR page) for when GitHub refuses the full one (422)."""
-    raise NotImplementedError
+    link = md_link("full results page", pr_page_url(view), allow_http=True) or "full results page"
+    return (f"{COMMENT_MARKER}\n## {headline_icon(view)} {TITLE}: {headline_text(view)}\n{_as_of(view)}\n\n"
+            f"The details did not fit in a comment: see the {link}.\n")
+
+
+def check_status(view: PrView) -> tuple[str, str | None]:
+    """(status, conclusion) of the check run. An L4 failure completes the run at once ("failure"), even
+    while other L4 jobs still run: that verdict cannot turn green without a re-run, and a re-run makes the
+    job running again (back to in_progress). Otherwise in_progress while any L4 job runs; success when
+    every L4 job passed; neutral for everything else (no L4 job, cancelled, no report)."""
+    l4 = view.blocking_jobs
+    if any(job.verdict in FAILED_VERDICTS for job in l4):
+        return "completed", "failure"
+    if any(job.verdict is Verdict.RUNNING for job in l4):
+        return "in_progress", None
+    if l4 and all(job.verdict is Verdict.SUCCESS for job in l4):
+        return "completed", "success"
+    return "completed", "neutral"
+
+
+def headline_icon(view: PrView) -> str:
+    """❌ blocking failure > ⚠️ other failure > ⏳ running > ⚠️ cancelled / no report > ✅ all passed."""
+    return _icon(view.totals, blocking_failures=view.blocking_failures)
+
+
+def headline_text(view: PrView) -> str:
+    """"1 blocking failure · 2 failed · 3 passed · 1 running" for the current commit's L4 and L3 jobs."""
+    totals = view.totals
+    if totals.total == 0:
+        return f"waiting for results for commit {view.short_sha}" if view.head_sha else "no results yet"
+    blocking = view.blocking_failures
+    parts = []
+    if blocking:
+        parts.append(f"{blocking:,} blocking failure{'s' if blocking != 1 else ''}")
+    if totals.failed - blocking:
+        parts.append(f"{totals.failed - blocking:,} failed")
+    parts += [f"{n:,} {word}" for n, word in ((totals.success, "passed"), (totals.running, "running"),
+                                                (totals.cancelled, "cancelled"), (totals.no_report, "no report"))
+              if n]
+    return " · ".join(parts)
+
+
+def pr_page_url(view: PrView) -> str:
+    """``{public_url}/oot/pr/{owner}/{repo}/{number}``, segments percent-encoded."""
+    owner, _, repo = view.upstream_repo.partition("/")
+    return f"{view.public_url}/oot/pr/{path_segment(owner)}/{path_segment(repo)}/{view.pr_number}"
+
+
+def matrix_url(view: PrView, downstream_repo: str) -> str | None:
+    """``{public_url}/oot/{org}/{repo}``, the backend's matrix page; None for a malformed repo name."""
+    org, _, repo = downstream_repo.partition("/")
+    if not org or not repo or "/" in repo:
+        return None
+    return f"{view.public_url}/oot/{path_segment(org)}/{path_segment(repo)}"
+
+
+# ----------------------------------------------------------------------------------------- sections
+
+
+@dataclasses.dataclass(slots=True)
+class _Section:
+    """A block of the body: fixed ``head``/``tail`` around ``items`` that truncation may drop.
+
+    ``priority`` orders sections for the budget (lower keeps first); ``omitted`` is set by ``_assemble``.
+    """
+
+    head: str
+    items: list[str]
+    tail: str = ""
+    priority: int = 0
+    item_priorities: list[int] | None = None
+    omitted: int = 0
+    kept: list[bool] = dataclasses.field(default_factory=list)
+
+
+def _sections(view: PrView) -> list[_Section]:
+    main = view.main_backends
+    failed_main = [(b, j) for b in main for j in b.failed_jobs]
+    flaky = [(b, j) for b in view.backends for j in b.jobs if j.flaky]
+    sections: list[_Section] = []
+    if main:
+        sections.append(_Section(
+            head=_TABLE_HEAD, items=[_backend_row(view, b) for b in main], priority=2,
+            item_priorities=[0 if b.level == BLOCKING_LEVEL else 1 for b in main],
+            tail="\n\n" + _page_line(view)))
+    else:
+        sections.append(_Section(head=_page_line(view), items=[], priority=2))
+    if failed_main:
+        sections.append(_Section(
+            head=f"<details open><summary>Failures ({len(failed_main):,})</summary>\n",
+            items=[_failure_item(view, b, j) for b, j in failed_main], tail="\n\n</details>", priority=1,
+            item_priorities=[0 if b.level == BLOCKING_LEVEL else 1 for b, _ in failed_main]))
+    if flaky:
+        sections.append(_Section(
+            head=f"<details><summary>Flaky jobs ({len(flaky):,}): failed, then passed on a re-run</summary>\n",
+            items=[_failure_item(view, b, j) for b, j in flaky], tail="\n\n</details>", priority=3))
+    observation = view.observation_backends
+    if observation:
+        failed_obs = [(b, j) for b in observation for j in b.failed_jobs]
+        sections.append(_Section(
+            head=(f"<details><summary>Observation-only backends (L2): {len(observation):,}</summary>\n\n"
+                  + _TABLE_HEAD),
+            items=[_backend_row(view, b) for b in observation]
+            + ([""] if failed_obs else []) + [_failure_item(view, b, j) for b, j in failed_obs],
+            tail="\n\n</details>", priority=4))
+    if view.superseded:
+        lines = [_superseded_item(view, commit.head_sha, b) for commit in view.superseded for b in commit.backends]
+        sections.append(_Section(
+            head=(f"<details><summary>Superseded results for older commits ({len(view.superseded):,})"
+                  "</summary>\n"),
+            items=lines, tail="\n\n</details>", priority=5))
+    return sections
+
+
+def _job_section(view: PrView) -> _Section:
+    pairs = [(b, j) for b in view.backends for j in b.jobs]
+    return _Section(head=_JOB_TABLE_HEAD, items=[_job_row(view, b, j) for b, j in pairs],
+                    item_priorities=[_job_priority(b, j) for b, j in pairs])
+
+
+def _job_priority(backend: BackendResult, job: JobResult) -> int:
+    """Failures of L4 first, then of L3, then the rest by level."""
+    level_rank = {"L4": 0, "L3": 1, "L2": 2}.get(backend.level, 3)
+    return level_rank if job.failed else 3 + level_rank
+
+
+def _backend_row(view: PrView, backend: BackendResult) -> str:
+    blocking = len(backend.failed_jobs) if backend.blocking else 0
+    links = " · ".join(link for link in (md_link("runs", backend.run_url),
+                                          md_link("matrix", matrix_url(view, backend.downstream_repo),
+                                                  allow_http=True)) if link)
+    cells = [_icon(backend.counts, blocking_failures=blocking), md_text(backend.downstream_repo),
+             md_text(backend.level), _jobs_cell(backend.counts),
+             _tests_cell(backend.tests_passed, backend.tests_failed, backend.tests_skipped),
+             format_duration(backend.duration_s), links]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _job_row(view: PrView, backend: BackendResult, job: JobResult) -> str:
+    links = " · ".join(link for link in (md_link("run", job.run_url), md_link("artifacts", job.artifact_url))
+                       if link)
+    legs = f"{job.failed_legs} of {len(job.legs)} failed" if job.failed_legs and len(job.legs) > 1 \
+        else str(len(job.legs))
+    verdict_text = _VERDICT_WORDS[job.verdict] + (" (flaky)" if job.flaky else "")
+    cells = [_job_icon(backend, job) + " " + verdict_text, md_text(backend.downstream_repo), md_text(job.workflow),
+             md_text(job.job), str(job.attempt), legs,
+             _tests_cell(job.tests_passed, job.tests_failed, job.tests_skipped),
+             format_duration(job.duration_s), format_duration(job.queue_time_s), links]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _failure_item(view: PrView, backend: BackendResult, job: JobResult) -> str:
+    facts = [f"{_VERDICT_WORDS[job.verdict]} at attempt {job.attempt}"]
+    if len(job.legs) > 1:
+        facts.append(f"{job.failed_legs} of {len(job.legs)} legs failed" if job.failed_legs
+                     else f"{len(job.legs)} legs")
+    if job.flaky:
+        facts.append("flaky")
+    if job.also_failing_on_trunk:
+        facts.append("also failing on trunk")
+    tests = _tests_cell(job.tests_passed, job.tests_failed, job.tests_skipped)
+    if tests:
+        facts.append(f"tests {tests}")
+    facts += [link for link in (md_link("run", job.run_url), md_link("artifacts", job.artifact_url)) if link]
+    return (f"- {_job_icon(backend, job)} **{md_text(backend.downstream_repo)}** ({md_text(backend.level)}) · "
+            f"{md_text(job.workflow)} / {md_text(job.job)}: " + " · ".join(facts))
+
+
+def _superseded_item(view: PrView, sha: str, backend: BackendResult) -> str:
+    return (f"- {_sha_text(sha)} · {md_text(backend.downstream_repo)} ({md_text(backend.level)}): "
+            f"{_jobs_cell(backend.counts)}")
+
+
+def _page_line(view: PrView) -> str:
+    link = md_link("full results page", pr_page_url(view), allow_http=True)
+    return f"Details, legs and tooltips: {link}." if link else ""
+
+
+def _as_of(view: PrView) -> str:
+    older = " (results for older commits are hidden below)" if view.superseded else ""
+    return f"As of commit {_sha_text(view.head_sha)}{older}"
+
+
+def _sha_text(sha: str) -> str:
+    # A hex SHA in a code span: readable, and GitHub neither links nor mentions inside code.
+    return f"`{sha[:7]}`" if _HEX_SHA.match(sha) else md_text(sha, max_chars=12)
+
+
+def _icon(counts: VerdictCounts, *, blocking_failures: int) -> str:
+    if blocking_failures:
+        return ICON_BLOCKING_FAILURE
+    if counts.failed:
+        return ICON_OTHER_FAILURE
+    if counts.running:
+        return ICON_RUNNING
+    if counts.cancelled or counts.no_report:
+        return ICON_OTHER_FAILURE
+    return ICON_PASSED
+
+
+def _job_icon(backend: BackendResult, job: JobResult) -> str:
+    return _icon(VerdictCounts.of([job]), blocking_failures=int(backend.blocking and job.failed))
+
+
+def _jobs_cell(counts: VerdictCounts) -> str:
+    parts = [f"{n:,} {word}" for n, word in ((counts.failed, "✗"), (counts.success, "✓"),
+                                              (counts.running, "running"), (counts.cancelled, "cancelled"),
+                                              (counts.no_report, "no report"), (counts.flaky, "flaky")) if n]
+    return " · ".join(parts)
+
+
+def _tests_cell(passed: int | None, failed: int | None, skipped: int | None) -> str:
+    parts = [f"{n:,} {word}" for n, word in ((passed, "✓"), (failed, "✗"), (skipped, "skipped")) if n]
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- budget
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _omission_line(view: PrView, count: int) -> str:
+    link = md_link("see the full page", pr_page_url(view), allow_http=True) or "see the full page"
+    return f"- … {count:,} more, {link}"
+
+
+def _assemble(view: PrView, head: str, sections: list[_Section], *, budget: int,
+              measure: Callable[[str], int]) -> str:
+    """Join ``head`` and the sections; when over ``budget``, drop items by priority (sections' priority,
+    then each item's) and put an "N more, see the full page" line where items went missing."""
+    full = _join(view, head, sections)
+    if measure(full) <= budget:
+        return full
+    # Fixed cost: everything but the items, each section with an omission line for the worst case.
+    for section in sections:
+        section.kept = [False] * len(section.items)
+        section.omitted = len(section.items)
+    remaining = budget - measure(_join(view, head, sections))
+    order = sorted(
+        ((section.priority, (section.item_priorities or [0] * len(section.items))[i], index, i)
+         for index, section in enumerate(sections) for i in range(len(section.items))))
+    for _, _, index, i in order:
+        section = sections[index]
+        cost = measure(section.items[i]) + 1  # + newline
+        if cost > remaining:
+            continue  # a smaller, lower-priority item may still fit
+        section.kept[i] = True
+        section.omitted -= 1
+        remaining -= cost
+        if section.omitted == 0:
+            remaining += measure(_omission_line(view, len(section.items))) + 1  # its line is gone
+    result = _join(view, head, sections)
+    assert measure(result) <= budget, "budget accounting is wrong"
+    return result
+
+
+def _join(view: PrView, head: str, sections: Iterable[_Section]) -> str:
+    blocks = [head]
+    for section in sections:
+        kept = section.kept or [True] * len(section.items)
+        lines = [section.head, *(item for item, keep in zip(section.items, kept, strict=True) if keep)]
+        if section.omitted:
+            lines.append("\n" + _omission_line(view, section.omitted))  # blank line: never a table row
+        block = "\n".join(line for line in lines if line is not None)
+        blocks.append(block + section.tail)
+    return "\n\n".join(blocks) + "\n"
