@@ -100,3 +100,31 @@ async def dynamo_store(dynamodb_client: Any, dynamo_table: str) -> AsyncIterator
         await store.close()
 
 # ---- end DynamoDB fixtures ----
+
+
+# ---- GitHub App (respx fake GitHub, App key) -- owned by the GitHub App engineer ----
+@pytest.fixture(scope="session")
+def app_private_key() -> str:
+    """A real RSA key for App authentication (githubkit signs real JWTs with it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.fixture
+def github_fake() -> Iterator[Any]:
+    """The one stateful GitHub fake (``tests/github_fake.py``) behind respx: every route must be used,
+    and any request it does not serve fails the test (network stays off)."""
+    import respx
+
+    from tests.github_fake import FAKE_API, GitHubFake
+
+    with respx.mock(assert_all_called=True, assert_all_mocked=True) as router:
+        fake = GitHubFake(FAKE_API)
+        fake.install(router)
+        yield fake
+
+# ---- end GitHub App fixtures ----
