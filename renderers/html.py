@@ -134,6 +134,13 @@ def link(url: object, text: object, limit: int = NAME_LIMIT) -> Markup:
     return Markup('<a href="{}" rel="noopener noreferrer nofollow">{}</a>').format(url, label)
 
 
+def linked(content: Markup, url: object) -> Markup:
+    """Already-safe markup (a chip) wrapped in an https link, or left as it is for any other URL."""
+    if not is_https(url):
+        return Markup(escape(content))
+    return Markup('<a href="{}" rel="noopener noreferrer nofollow">{}</a>').format(url, content)
+
+
 def chip(verdict: Verdict | str, label: str | None = None, tip: str | None = None) -> Markup:
     v = Verdict(verdict)
     colour = VERDICT_COLOUR[v]
@@ -203,6 +210,27 @@ def sparkline(points: Sequence[float | None], width: int = 120, height: int = 24
     ).format(label=label, w=width, h=height, desc=desc, b=height - pad, lines=Markup("").join(lines))
 
 
+def job_tip(job: Any) -> str:
+    """A job cell's tooltip (plain text; escaped where used): attempt, legs, duration, tests, queue time."""
+    parts = [f"attempt {job.attempt}"]
+    if len(job.legs) > 1:
+        parts.append(f"{len(job.legs)} legs")
+    if job.flaky:
+        parts.append("flaky (an earlier attempt failed)")
+    if job.duration_s is not None:
+        parts.append(f"took {format_duration(job.duration_s)}")
+    if job.tests_passed is not None or job.tests_failed is not None:
+        tests = f"tests {job.tests_passed or 0:,} passed, {job.tests_failed or 0:,} failed"
+        if job.tests_skipped:
+            tests += f", {job.tests_skipped:,} skipped"
+        parts.append(tests)
+    if job.queue_time_s is not None:
+        parts.append(f"queued {format_duration(job.queue_time_s)}")
+    if getattr(job, "silent", False):
+        parts.append("no report for a long time")
+    return " · ".join(parts)
+
+
 ENV = Environment(
     loader=PackageLoader("renderers", "templates"),
     autoescape=True,  # every template, whatever its extension
@@ -211,7 +239,8 @@ ENV = Environment(
     lstrip_blocks=True,
 )
 ENV.filters.update(bidi=bidi, link=link, chip=chip, rate_chip=rate_chip, level_chip=level_chip,
-                   duration=duration, when=when, sparkline=sparkline, clean=clean_text)
+                   duration=duration, when=when, sparkline=sparkline, clean=clean_text,
+                   job_tip=job_tip, linked=linked)
 ENV.globals.update(format_pass_rate=format_pass_rate, Verdict=Verdict)
 
 # Our own stylesheet (not input), inlined so pages need no other request and work offline.
