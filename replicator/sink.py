@@ -84,8 +84,9 @@ class WarehouseSink:
                 self._attempt(table, rows, columns)
                 return
             except Exception as exc:  # the warehouse raises many types; every one is worth a retry here
-                log.warning("insert failed table=%s rows=%d attempt=%d/%d error=%s", table, len(rows),
-                            attempt, policy.attempts, type(exc).__name__)
+                # The driver's message names the host and the ClickHouse error, never credentials.
+                log.warning("insert failed table=%s rows=%d attempt=%d/%d error=%s: %.200s", table, len(rows),
+                            attempt, policy.attempts, type(exc).__name__, exc)
                 if attempt == policy.attempts:
                     raise SinkUnavailable(f"insert into {table} failed {attempt} times: "
                                           f"{type(exc).__name__}") from exc
