@@ -27,8 +27,10 @@ DEFAULT_COMMIT_WINDOW_MS = 5.0
 DEFAULT_CACHE_SIZE = 20_000  # recent items (a few KB each): in_progress -> completed pairs skip the read
 MAX_GROUP = 2_000  # writes per insert; a bigger backlog is written as several groups
 
-_LOAD_SQL = (f"SELECT * FROM {JOB_RESULTS_TABLE} FINAL "  # noqa: S608 - a constant table name, values bound
-             "WHERE key IN {keys:Array(String)} AND deleted = 0")
+# The newest version of each key, tombstones included (FINAL would hide a tombstone, and a key written
+# again after one must continue from its version, or the tombstone would win the ReplacingMergeTree).
+_LOAD_SQL = (f"SELECT * FROM {JOB_RESULTS_TABLE} "  # noqa: S608 - a constant table name, values bound
+             "WHERE key IN {keys:Array(String)} ORDER BY version DESC LIMIT 1 BY key")
 
 
 class _Pending:
@@ -136,7 +138,8 @@ class EmbeddedStore:
         """The stored state of ``keys`` (one read; absent keys map to None)."""
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
         for row in self._warehouse.query(_LOAD_SQL, {"keys": keys}):
-            found[row["key"]] = row_to_item(row)
+            # A deleted record starts afresh, but above its tombstone's version.
+            found[row["key"]] = {"version": row["version"]} if row.get("deleted") else row_to_item(row)
         return found
 
     def _cached(self, key: str) -> dict[str, Any] | None:
