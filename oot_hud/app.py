@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from ingest.ratelimit import RateLimiter
 from ingest.routes import IngestContext, ingest_context
 from ingest.routes import router as ingest_router
+from oot_hud.pr_pages import router as pr_pages_router
 from oot_hud.services import Services, build_services, close_services
 from oot_hud.settings import Settings
 
@@ -53,5 +54,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app.dependency_overrides[ingest_context] = _ingest_context
     app.include_router(ingest_router)
+    app.include_router(pr_pages_router)  # /oot/pr/{owner}/{repo}/{number}
 
     return app
