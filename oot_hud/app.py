@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from ingest.ratelimit import RateLimiter
 from ingest.routes import IngestContext, ingest_context
 from ingest.routes import router as ingest_router
+from oot_hud.pages import router as pages_router
 from oot_hud.pr_pages import router as pr_pages_router
+from oot_hud.query_api import router as query_api_router
 from oot_hud.services import Services, build_services, close_services
 from oot_hud.settings import Settings
 
@@ -55,5 +57,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.dependency_overrides[ingest_context] = _ingest_context
     app.include_router(ingest_router)
     app.include_router(pr_pages_router)  # /oot/pr/{owner}/{repo}/{number}
+    app.include_router(pages_router)  # /, /oot, /oot/{org}/{repo}
+    app.include_router(query_api_router)  # /api/oot/query/{name}
 
     return app

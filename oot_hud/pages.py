@@ -1,0 +1,123 @@
+"""Live HTML pages: the global summary (``/oot``) and a backend's matrix (``/oot/{org}/{repo}``).
+
+The ``*_html`` functions (query + build + render) are shared with ``publish``, so the live and the static
+pages are the same bytes apart from their links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from oot_hud.services import Services
+from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend
+from renderers.html import DEFAULT_RANGE, RANGES, Site, is_repo_name, render_backend, render_summary
+from renderers.summary import build_summary
+from sql.records import format_time
+from sql.saved import load
+from sql.warehouse import Warehouse, WarehouseError
+
+log = logging.getLogger("oot_hud.pages")
+router = APIRouter(tags=["pages"])
+LIVE = Site()
+
+
+class BadRange(ValueError):
+    pass
+
+
+def page_clock() -> datetime:
+    """The pages' notion of now (a dependency: tests pin it with ``app.dependency_overrides``)."""
+    return datetime.now(UTC)
+
+
+def parse_days(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_RANGE
+    if value.strip().isdigit() and int(value) in RANGES:
+        return int(value)
+    raise BadRange(f"days must be one of {', '.join(map(str, RANGES))} (got {value[:20]!r})")
+
+
+def summary_rows(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float) -> list[dict]:
+    return load("oot_summary").run(warehouse, {"days": days, "now": format_time(now),
+                                               "silence_hours": silence_hours})
+
+
+def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float, site: Site) -> str:
+    rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
+    return render_summary(build_summary(rows, days=days, now=now, site=site))
+
+
+def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, silence_hours: float,
+                 site: Site) -> str:
+    rows = load("oot_backend_dashboard").run(warehouse, {
+        "repo": repo, "days": days, "now": format_time(now), "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK})
+    page = build_backend(rows, repo=repo, days=days, now=now, site=site, silence_hours=silence_hours)
+    return render_backend(page)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+NowDep = Annotated[datetime, Depends(page_clock)]
+
+
+def _html(body: str) -> HTMLResponse:
+    # Pages carry their own CSP <meta>; the header repeats it for clients that prefer headers.
+    return HTMLResponse(body, headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    })
+
+
+def _unavailable(exc: WarehouseError) -> PlainTextResponse:
+    log.error("page query failed: %s", exc)
+    return PlainTextResponse("the results warehouse is not answering; try again shortly", status_code=503)
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    return RedirectResponse("/oot", status_code=307)
+
+
+@router.get("/oot", response_class=HTMLResponse, summary="every backend's pass rate, worst first")
+async def summary_page(services: ServicesDep, now: NowDep, days: str | None = None) -> Response:
+    try:
+        chosen = parse_days(days)
+    except BadRange as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    try:
+        body = await asyncio.to_thread(summary_html, services.warehouse, days=chosen, now=now,
+                                       silence_hours=services.settings.silence_hours, site=LIVE)
+    except WarehouseError as exc:
+        return _unavailable(exc)
+    return _html(body)
+
+
+@router.get("/oot/{org}/{repo}", response_class=HTMLResponse, summary="one backend's PR x job matrix")
+async def backend_page(org: str, repo: str, services: ServicesDep, now: NowDep,
+                       days: str | None = None) -> Response:
+    name = f"{org}/{repo}"
+    if not is_repo_name(name):
+        return PlainTextResponse("a backend is named owner/repository (letters, digits, '.', '_', '-')",
+                                 status_code=404)
+    try:
+        chosen = parse_days(days)
+    except BadRange as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    try:
+        body = await asyncio.to_thread(backend_html, services.warehouse, name, days=chosen, now=now,
+                                       silence_hours=services.settings.silence_hours, site=LIVE)
+    except WarehouseError as exc:
+        return _unavailable(exc)
+    return _html(body)
