@@ -17,13 +17,12 @@ class HasPr(Protocol):
 
 
 def changed_prs(changes: Iterable[HasPr]) -> tuple[PrRef, ...]:
-    """The distinct PRs of ``changes`` in first-seen order; trunk results (PR number 0) are not PRs."""
-    seen: dict[PrRef, None] = {}
-    for change in changes:
-        pr = change.pr
-        if pr.pr_number > 0:
-            seen.setdefault(pr, None)
-    return tuple(seen)
+    """The distinct PRs of ``changes`` in first-seen order.
+
+    Trunk results (PR number 0) are announced too, exactly as the embedded store does: the subscriber
+    decides what a trunk change means (e.g. "also failing on trunk" labels on open PRs).
+    """
+    return tuple(dict.fromkeys(change.pr for change in changes))
 
 
 def announce_changes(changes: Iterable[HasPr], on_change: Callable[[PrRef], None]) -> tuple[PrRef, ...]:

@@ -104,10 +104,9 @@ class Replicator:
             except SinkUnavailable as exc:
                 failed = min(index for later in writes[position:] for index in later.indexes)
                 announced = self._announce(changed)
-                log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records),
-                          sequence_number(records[failed]), exc)
-                return BatchResult(len(records), landed, skipped, letters, failed,
-                                   sequence_number(records[failed]), announced)
+                sequence = sequence_number(records[failed]) if isinstance(records[failed], Mapping) else ""
+                log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records), sequence, exc)
+                return BatchResult(len(records), landed, skipped, letters, failed, sequence, announced)
             if write.table is not None:
                 landed += len(write.changes)
                 changed.extend(write.changes.values())
@@ -122,6 +121,11 @@ class Replicator:
         dead = _Write(indexes=[])
         skipped = 0
         for index, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                dead.indexes.append(index)
+                dead.letters.append(DeadLetter(source_table or "", "", "", "record is not an object",
+                                               raw_json({"record": record})))
+                continue
             try:
                 change = convert_record(record, self.routes, source_table)
             except PoisonRecord as exc:

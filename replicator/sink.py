@@ -63,7 +63,7 @@ class WarehouseSink:
 
     def __init__(self, warehouse: Inserter, *, retry: RetryPolicy | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self._warehouse = warehouse
+        self.warehouse = warehouse
         self.retry = retry or RetryPolicy()
         self._clock = clock
 
@@ -95,13 +95,13 @@ class WarehouseSink:
     def _attempt(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         timeout = self.retry.timeout
         if timeout is None:
-            self._warehouse.insert(table, rows, columns)
+            self.warehouse.insert(table, rows, columns)
             return
         outcome: list[BaseException | None] = []
 
         def run() -> None:
             try:
-                self._warehouse.insert(table, rows, columns)
+                self.warehouse.insert(table, rows, columns)
                 outcome.append(None)
             except BaseException as exc:
                 outcome.append(exc)
