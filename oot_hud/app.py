@@ -13,6 +13,7 @@ from ingest.routes import IngestContext, ingest_context
 from ingest.routes import router as ingest_router
 from oot_hud.pages import router as pages_router
 from oot_hud.pr_pages import router as pr_pages_router
+from oot_hud.publish import router as publish_router
 from oot_hud.query_api import router as query_api_router
 from oot_hud.services import Services, build_services, close_services
 from oot_hud.settings import Settings
@@ -59,5 +60,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(pr_pages_router)  # /oot/pr/{owner}/{repo}/{number}
     app.include_router(pages_router)  # /, /oot, /oot/{org}/{repo}
     app.include_router(query_api_router)  # /api/oot/query/{name}
+    app.include_router(publish_router)  # /api/oot/site.tar.gz (publish while serve holds the data dir)
 
     return app

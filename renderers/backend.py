@@ -67,7 +67,8 @@ class BackendPage:
         return {
             "title": f"{self.repo}, last {self.days} days",
             "crumbs": (Crumb(f"last {self.days} days", self.site.summary(self.days)), Crumb(self.repo)),
-            "ranges": range_links(self.days, lambda days: self.site.backend(self.repo, days) or ""),
+            "ranges": range_links(self.days, lambda days: self.site.backend(self.repo, days) or "",
+                                  self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
             "page": self,

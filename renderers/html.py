@@ -64,6 +64,7 @@ class Site:
 
     static: bool = False
     depth: int = 0
+    ranges: tuple[int, ...] = RANGES  # the ranges that exist (a static site may publish fewer)
 
     @property
     def _root(self) -> str:
@@ -99,8 +100,8 @@ def is_repo_name(value: str) -> bool:
     return bool(_REPO.match(value)) and not any(part in (".", "..") for part in value.split("/"))
 
 
-def range_links(current: int, href_for: Any) -> tuple[RangeLink, ...]:
-    return tuple(RangeLink(days, href_for(days), days == current) for days in RANGES)
+def range_links(current: int, href_for: Any, ranges: Sequence[int] = RANGES) -> tuple[RangeLink, ...]:
+    return tuple(RangeLink(days, href_for(days), days == current) for days in ranges)
 
 
 # ---- filters -------------------------------------------------------------------------------------------

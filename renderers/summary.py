@@ -46,7 +46,7 @@ class SummaryPage:
         return {
             "title": f"OOT backends, last {self.days} days",
             "crumbs": (Crumb(f"last {self.days} days"),),
-            "ranges": range_links(self.days, self.site.summary),
+            "ranges": range_links(self.days, self.site.summary, self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
             "page": self,

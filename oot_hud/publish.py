@@ -1,0 +1,235 @@
+"""The static site: the live pages rendered with relative links into ``DIR``, optionally uploaded to S3.
+
+Layout (every link relative, so the site works from any sub-path and from file://)::
+
+    index.html                      the summary for the default range
+    {days}d/index.html              the summary for each range
+    {days}d/{org}/{repo}/index.html each backend, for every range (an empty state when it has no results)
+
+While ``oot-hud serve`` holds the embedded data directory, the pages come from that server instead
+(``GET /api/oot/site.tar.gz``), rendered there by the same ``render_site``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import tarfile
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from oot_hud.pages import NowDep, backend_html, summary_html, summary_rows
+from renderers.html import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from sql.warehouse import Warehouse
+
+log = logging.getLogger("oot_hud.publish")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".json": "application/json", ".svg": "image/svg+xml"}
+MAX_SITE_BYTES = 512 * 1024 * 1024  # refuse a server answer beyond this (a sanity bound, not a budget)
+
+
+router = APIRouter(tags=["publish"])
+
+
+class PublishError(RuntimeError):
+    """Publishing cannot proceed; the message says what to do."""
+
+
+def parse_ranges(text: str) -> tuple[int, ...]:
+    """``"1,7,30"`` -> (1, 7, 30); only the ranges the pages offer."""
+    try:
+        values = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise PublishError(f"--days takes a comma-separated list of {', '.join(map(str, RANGES))}") from None
+    if not values or any(value not in RANGES for value in values):
+        raise PublishError(f"--days takes a comma-separated list of {', '.join(map(str, RANGES))}")
+    return values
+
+
+def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
+                silence_hours: float) -> dict[str, str]:
+    """Every page of the static site: relative path -> HTML."""
+    ranges = tuple(ranges)
+    default = DEFAULT_RANGE if DEFAULT_RANGE in ranges else ranges[0]
+    site = Site(static=True, ranges=ranges)
+    files: dict[str, str] = {}
+    backends: dict[str, None] = {}
+    for days in ranges:
+        rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
+        backends.update((str(row["downstream_repo"]), None) for row in rows)
+        files[f"{days}d/index.html"] = summary_html(warehouse, days=days, now=now,
+                                                    silence_hours=silence_hours, site=site.at(1))
+        if days == default:
+            files["index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
+                                               site=site.at(0))
+    for repo in backends:
+        if not is_repo_name(repo):
+            log.warning("backend name %r cannot be a path; no page published for it", repo[:100])
+            continue
+        for days in ranges:
+            files[f"{days}d/{repo}/index.html"] = backend_html(warehouse, repo, days=days, now=now,
+                                                               silence_hours=silence_hours, site=site.at(3))
+    return files
+
+
+def site_archive(files: Mapping[str, str]) -> bytes:
+    """The site as a gzipped tar (how the running server hands it to ``publish``)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
+        for path, text in sorted(files.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def read_archive(data: bytes) -> dict[str, str]:
+    """Inverse of ``site_archive``, refusing anything but plain relative files."""
+    files: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive:
+            path = PurePosixPath(member.name)
+            if not member.isfile() or path.is_absolute() or ".." in path.parts or not member.name:
+                raise PublishError(f"the server's site archive holds an unexpected entry {member.name[:100]!r}")
+            handle = archive.extractfile(member)
+            assert handle is not None
+            files[str(path)] = handle.read().decode()
+    return files
+
+
+def write_site(files: Mapping[str, str], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for relative, text in sorted(files.items()):
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def fetch_site(server_url: str, ranges: Iterable[int], *, timeout: float = 300.0,
+               get: Callable[..., Any] | None = None) -> dict[str, str]:
+    """Ask the running server (which holds the embedded data directory) to render the site."""
+    import httpx
+
+    url = f"{server_url.rstrip('/')}/api/oot/site.tar.gz"
+    params = {"days": ",".join(map(str, ranges))}
+    try:
+        response = (get or httpx.get)(url, params=params, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise PublishError(f"the server at {server_url} holds the data directory but did not answer "
+                           f"({type(exc).__name__}); check that it is running, or stop it and publish again") from None
+    if response.status_code != 200:
+        raise PublishError(f"the server at {server_url} answered {response.status_code} to {url}; "
+                           "stop it and publish again, or update it to this version")
+    if len(response.content) > MAX_SITE_BYTES:
+        raise PublishError(f"the server at {server_url} sent more than {MAX_SITE_BYTES} bytes")
+    return read_archive(response.content)
+
+
+@router.get("/api/oot/site.tar.gz", summary="the static site as a gzipped tar (used by `oot-hud publish`)")
+async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(str, RANGES))) -> Response:
+    import asyncio
+
+    try:
+        ranges = parse_ranges(days)
+    except PublishError as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    services = request.app.state.services
+
+    def build() -> bytes:
+        return site_archive(render_site(services.warehouse, ranges=ranges, now=now,
+                                        silence_hours=services.settings.silence_hours))
+
+    return Response(await asyncio.to_thread(build), media_type="application/gzip")
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    key: str
+    content_type: str
+    size: int
+
+
+def upload_site(out: Path, bucket: str, prefix: str, client: Any) -> list[Upload]:
+    """Upload every file under ``out`` to ``s3://bucket/prefix/...`` with its content type."""
+    prefix = prefix.strip("/")
+    uploads = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        relative = path.relative_to(out).as_posix()
+        key = f"{prefix}/{relative}" if prefix else relative
+        content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        body = path.read_bytes()
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                          CacheControl="max-age=300")
+        uploads.append(Upload(key, content_type, len(body)))
+    return uploads
+
+
+# ---- the `oot-hud publish` command ----------------------------------------------------------------------
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory to write the site into")
+    parser.add_argument("--days", default=",".join(map(str, RANGES)),
+                        help="comma-separated ranges to publish (default: 1,7,30)")
+    parser.add_argument("--s3-bucket", help="also upload the site to this S3 bucket (boto3's own settings)")
+    parser.add_argument("--s3-prefix", default="", help="key prefix inside the bucket")
+
+
+def command(args: Any, settings: Any) -> int:
+    """Render (locally, or through the running server), write ``--out``, upload when asked."""
+    import sys
+    import time
+
+    from oot_hud import datadir
+
+    started = time.monotonic()
+    try:
+        ranges = parse_ranges(args.days)
+        if settings.embedded:
+            try:
+                with datadir.exclusive(settings.data_dir):
+                    files = _render_locally(settings, ranges)
+            except datadir.DataDirInUse as exc:
+                if not exc.server_url:
+                    raise PublishError(f"{exc}. Stop the process using it, or point OOT_HUD_DATA_DIR "
+                                       "elsewhere") from None
+                print(f"oot-hud: the data directory is held by the server at {exc.server_url}; "
+                      "asking it to render the site", file=sys.stderr)
+                files = fetch_site(exc.server_url, ranges)
+        else:
+            files = _render_locally(settings, ranges)
+        written = write_site(files, args.out)
+        print(f"oot-hud: wrote {len(written)} pages to {args.out.resolve()} "
+              f"in {time.monotonic() - started:.1f}s; open {(args.out / 'index.html').resolve()}")
+        if args.s3_bucket:
+            import boto3
+
+            uploads = upload_site(args.out, args.s3_bucket, args.s3_prefix, boto3.client("s3"))
+            print(f"oot-hud: uploaded {len(uploads)} files to s3://{args.s3_bucket}/{args.s3_prefix.strip('/')}")
+    except PublishError as exc:
+        print(f"oot-hud: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # boto3 / warehouse failures: say what failed, not a traceback
+        print(f"oot-hud: publish failed: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _render_locally(settings: Any, ranges: tuple[int, ...]) -> dict[str, str]:
+    from oot_hud.services import open_warehouse
+
+    warehouse = open_warehouse(settings)
+    try:
+        return render_site(warehouse, ranges=ranges, now=datetime.now(UTC), silence_hours=settings.silence_hours)
+    finally:
+        warehouse.close()
