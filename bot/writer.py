@@ -332,7 +332,7 @@ class Writer:
             if not may_create:
                 return  # no result for this commit yet: its check run comes with the first one
             found = await self._call(installation, "check.find", lambda: github.find_check_run(
-                installation, slot.repo, check.head_sha, check.name), write=False)
+                installation, slot.repo, check.head_sha, check.name, check.external_id), write=False)
             if found is not None:
                 entry = CheckEntry(found, None)
         update = check_payload(check, create=False)
