@@ -9,7 +9,7 @@ from typing import Any
 from sql.records import JobRecord, item_to_row
 
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
-_counter = itertools.count(1)
+_counter = itertools.count(10_000_000)  # room below for "older" versions
 
 
 def record(*, backend: str = "acme/torch-acme", level: str = "L4", pr: int = 100, sha: str = "a" * 40,

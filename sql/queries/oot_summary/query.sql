@@ -12,7 +12,7 @@
 WITH
     bounds AS (
         SELECT
-            if({now:String} = '', now64(3, 'UTC'), parseDateTime64BestEffort({now:String}, 3, 'UTC')) AS t_now,
+            coalesce(parseDateTime64BestEffortOrNull({now:String}, 3, 'UTC'), now64(3, 'UTC')) AS t_now,
             t_now - toIntervalDay({days:UInt32}) AS t_since,
             t_now - toIntervalMillisecond(toInt64({silence_hours:Float64} * 3600000)) AS t_silent
     ),

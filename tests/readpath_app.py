@@ -1,0 +1,54 @@
+"""Read-path test helpers: the real app on the test's warehouse, served by uvicorn on loopback in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from ingest.stores.embedded import EmbeddedStore
+from oot_hud.app import create_app
+from oot_hud.pages import page_clock
+from oot_hud.services import Services
+from oot_hud.settings import Settings
+from sql.warehouse import Warehouse
+
+TOKEN = "read-path-relay-token-0123456789"
+
+
+def build_app(warehouse: Warehouse, tmp_path: Path, *, now: datetime | None = None,
+              **settings: Any) -> FastAPI:
+    """``create_app`` with an ``EmbeddedStore`` on ``warehouse``; ``now`` pins the pages' clock."""
+    config = Settings(data_dir=tmp_path / "unused", relay_tokens=[TOKEN], **settings)
+    store = EmbeddedStore(warehouse, commit_window_ms=1)
+    services = Services(settings=config, warehouse=warehouse, store=store, relay_tokens=[TOKEN])
+    app = create_app(config, services=services)
+    app.state.services = services  # also usable through ASGITransport, which runs no lifespan
+    if now is not None:
+        app.dependency_overrides[page_clock] = lambda: now
+    return app
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
