@@ -1,0 +1,166 @@
+"""The display policies as the read path computes them: final attempt, legs, flaky, pass rate, levels,
+trunk baseline, silence, superseded commits; and the summary's SQL agreeing with the PR view's Python."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from oot_hud.pages import summary_rows
+from renderers.backend import BackendPage, build_backend
+from renderers.html import Site
+from renderers.policy import Verdict
+from renderers.pr_view import VerdictCounts
+from renderers.summary import BackendSummary, build_summary
+from sql.records import format_time
+from sql.saved import load
+from sql.warehouse import Warehouse
+from tests.readpath_data import NOW, record, row
+
+ACME = "acme/torch-acme"
+
+
+def summary(warehouse: Warehouse, days: int = 7, silence_hours: float = 6) -> dict[str, BackendSummary]:
+    rows = summary_rows(warehouse, days=days, now=NOW, silence_hours=silence_hours)
+    page = build_summary(rows, days=days, now=NOW, site=Site())
+    return {b.repo: b for b in page.backends}
+
+
+def backend(warehouse: Warehouse, repo: str = ACME, days: int = 7, silence_hours: float = 6,
+            max_prs: int = 200) -> BackendPage:
+    rows = load("oot_backend_dashboard").run(warehouse, {
+        "repo": repo, "days": days, "now": format_time(NOW), "max_prs": max_prs, "max_trunk": 30})
+    return build_backend(rows, repo=repo, days=days, now=NOW, site=Site(), silence_hours=silence_hours)
+
+
+def insert(warehouse: Warehouse, *records: Any) -> None:
+    warehouse.insert_job_rows([row(r) for r in records])
+
+
+def test_final_attempt_decides_and_a_rerun_pass_is_flaky(warehouse: Warehouse) -> None:
+    insert(warehouse, record(attempt=1, conclusion="failure"), record(attempt=2, conclusion="success"),
+           record(job="b", attempt=1, conclusion="success"), record(job="b", attempt=2, conclusion="failure"))
+    s = summary(warehouse)[ACME]
+    assert (s.successes, s.failures, s.flaky, s.total) == (1, 1, 1, 2)
+    assert s.rate == 0.5
+    page = backend(warehouse)
+    cells = {job.job: job for job in page.prs.rows[0].cells if job}
+    assert cells["test"].verdict is Verdict.SUCCESS and cells["test"].flaky and cells["test"].attempt == 2
+    assert cells["b"].verdict is Verdict.FAILURE and not cells["b"].flaky  # a final failure is no flake
+
+
+def test_matrix_legs_count_once_with_the_worst_leg(warehouse: Warehouse) -> None:
+    insert(warehouse, record(leg="a"), record(leg="b", conclusion="timed_out"), record(leg="c"))
+    s = summary(warehouse)[ACME]
+    assert (s.successes, s.timed_out, s.total) == (0, 1, 1)
+    job = backend(warehouse).prs.rows[0].cells[0]
+    assert job is not None and len(job.legs) == 3 and job.verdict is Verdict.TIMED_OUT
+
+
+def test_pass_rate_leaves_cancelled_and_running_beside_it(warehouse: Warehouse) -> None:
+    insert(warehouse, record(job="a", conclusion="cancelled"), record(job="b", status="in_progress"),
+           record(backend="x/none", job="c", conclusion="cancelled"))
+    page = summary(warehouse)
+    s = page[ACME]
+    assert (s.cancelled, s.running, s.rate) == (1, 1, None)
+    assert page["x/none"].rate is None and page["x/none"].total == 1
+
+
+def test_summary_sorted_worst_first_with_unrated_last(warehouse: Warehouse) -> None:
+    insert(warehouse,
+           record(backend="g/good"), record(backend="g/good", job="b"),
+           record(backend="b/bad", conclusion="failure"), record(backend="b/bad", job="b"),
+           record(backend="w/worst", conclusion="failure"),
+           record(backend="n/norate", conclusion="cancelled"))
+    rows = summary_rows(warehouse, days=7, now=NOW, silence_hours=6)
+    assert [r["downstream_repo"] for r in rows] == ["w/worst", "b/bad", "g/good", "n/norate"]
+    rates = [b.rate for b in build_summary(rows, days=7, now=NOW, site=Site()).backends]
+    assert rates == [0.0, 0.5, 1.0, None]
+
+
+def test_l1_is_never_displayed(warehouse: Warehouse) -> None:
+    insert(warehouse, record(backend="new/onboarding", level="L1"), record(level="L2"))
+    assert set(summary(warehouse)) == {ACME}
+    assert summary(warehouse)[ACME].level == "L2"
+    assert backend(warehouse, "new/onboarding").prs.rows == ()
+
+
+def test_trunk_baseline_is_its_own_section(warehouse: Warehouse) -> None:
+    insert(warehouse, record(pr=0, sha="c" * 40, conclusion="failure"),
+           record(pr=0, sha="c" * 40, job="b", event="nightly"),
+           record(pr=0, sha="d" * 40, job="b", event="periodic", conclusion="failure"),
+           record(pr=7))
+    s = summary(warehouse)[ACME]
+    assert (s.trunk_judged, s.trunk_rate) == (3, pytest.approx(1 / 3))
+    page = backend(warehouse)
+    assert [r.pr_number for r in page.prs.rows] == [7]  # never a "PR #0" row
+    assert {r.head_sha[0] for r in page.trunk.rows} == {"c", "d"}
+    assert page.trunk.rate == pytest.approx(1 / 3) and page.prs.rate == 1.0
+
+
+def test_silence_turns_an_old_in_progress_into_no_report(warehouse: Warehouse) -> None:
+    insert(warehouse, record(job="old", status="in_progress", started=NOW - timedelta(hours=7)),
+           record(job="new", status="in_progress", started=NOW - timedelta(hours=5)))
+    s = summary(warehouse)[ACME]
+    assert (s.running, s.no_report, s.failures) == (1, 1, 0)
+    cells = {job.job: job.verdict for job in backend(warehouse).prs.rows[0].cells if job}
+    assert cells == {"old": Verdict.NO_REPORT, "new": Verdict.RUNNING}
+    assert summary(warehouse, silence_hours=8)[ACME].no_report == 0
+
+
+def test_superseded_commits_marked_and_webhook_head_wins(warehouse: Warehouse) -> None:
+    old, new = "1" * 40, "2" * 40
+    insert(warehouse, record(sha=old, received=NOW - timedelta(hours=3), conclusion="failure"),
+           record(sha=new, received=NOW - timedelta(hours=1)))
+    rows = backend(warehouse).prs.rows
+    assert [(r.head_sha, r.superseded) for r in rows] == [(new, False), (old, True)]
+    assert backend(warehouse).prs.counts.failure == 1  # superseded results stay visible, marked
+    warehouse.insert("oot_pr_heads", [["pytorch/pytorch", 100, old, "open", "main", 1, NOW]],
+                     ["upstream_repo", "pr_number", "head_sha", "state", "base_ref", "installation_id",
+                      "updated_at"])
+    rows = backend(warehouse).prs.rows
+    assert [(r.head_sha, r.superseded) for r in rows] == [(old, False), (new, True)]
+
+
+def test_range_window_uses_receipt_time(warehouse: Warehouse) -> None:
+    insert(warehouse, record(received=NOW - timedelta(days=3)), record(pr=5, received=NOW - timedelta(hours=2)))
+    assert summary(warehouse, days=1)[ACME].total == 1
+    assert summary(warehouse, days=7)[ACME].total == 2
+    s = summary(warehouse, days=7)[ACME]
+    assert len(s.series) == 8 and s.series[-1] == 1.0 and s.series[-4] == 1.0 and s.series[0] is None
+
+
+def test_summary_sql_agrees_with_the_pr_view_policies(warehouse: Warehouse) -> None:
+    """Random histories: the summary's SQL counts equal the counts of the matrix built by pr_view."""
+    rng = random.Random(4)
+    records = []
+    for pr in range(1, 25):
+        for backend_name in ("a/one", "b/two"):
+            for sha in rng.sample(["1" * 40, "2" * 40, "3" * 40], rng.randint(1, 2)):
+                for job in ("x", "y", "z")[: rng.randint(1, 3)]:
+                    for attempt in range(1, rng.randint(1, 3) + 1):
+                        for leg in ("", "L2")[: rng.randint(1, 2)]:
+                            status = rng.choice(["completed"] * 5 + ["in_progress"])
+                            records.append(record(
+                                backend=backend_name, pr=pr if rng.random() > 0.1 else 0, sha=sha, job=job,
+                                attempt=attempt, leg=leg, status=status,
+                                conclusion=rng.choice(["success", "success", "failure", "timed_out", "cancelled",
+                                                       "skipped"]),
+                                started=NOW - timedelta(hours=rng.choice([1, 10])),
+                                received=NOW - timedelta(hours=rng.randint(1, 100))))
+    insert(warehouse, *records)
+    sums = summary(warehouse)
+    for name in ("a/one", "b/two"):
+        page = backend(warehouse, name)
+        counts: VerdictCounts = page.prs.counts + page.trunk.counts
+        s = sums[name]
+        assert (s.successes, s.failures, s.timed_out, s.cancelled, s.running, s.no_report, s.flaky) == (
+            counts.success, counts.failure, counts.timed_out, counts.cancelled, counts.running, counts.no_report,
+            counts.flaky), name
+        assert s.total == counts.total
+        # the history exercises every policy (else this comparison would prove little)
+        assert min(counts.flaky, counts.no_report, counts.running, counts.failure, counts.timed_out) > 0
+        assert page.trunk.rows and any(r.superseded for r in page.prs.rows)
