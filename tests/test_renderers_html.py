@@ -1,0 +1,222 @@
+"""HTML renderers from fixture rows: whole-page golden files (UPDATE_GOLDEN=1 rewrites them) plus the safety
+properties: escaping, https-only links, bidi controls dropped, huge names cut, chips' fixed colours."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from renderers.backend import build_backend
+from renderers.html import Site, bidi, is_https, link, render_backend, render_summary, sparkline
+from renderers.summary import build_summary
+
+GOLDEN = Path(__file__).parent / "golden"
+NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+RLO = "\u202e"
+HOSTILE_JOB = f'<img src=x onerror=alert(1)>{RLO}exe.txt'
+HUGE = "n" * 10_240
+
+
+def summary_row(repo: str, **over: Any) -> dict[str, Any]:
+    base = {"downstream_repo": repo, "level": "L4", "successes": 18, "failures": 2, "timed_out": 0,
+            "cancelled": 1, "running": 1, "no_report": 0, "flaky": 1, "total": 22, "avg_duration_s": 2460.0,
+            "last_run": datetime(2026, 11, 20, 13, 0), "trunk_successes": 3, "trunk_failures": 1,
+            "trunk_timed_out": 0, "series_days": [date(2026, 11, 18), date(2026, 11, 20)],
+            "series_successes": [8, 10], "series_judged": [9, 11]}
+    base.update(over)
+    return base
+
+
+def record_row(**over: Any) -> dict[str, Any]:
+    base = {"downstream_repo": "acme/torch-acme", "downstream_level": "L4", "event_type": "pull_request",
+            "upstream_repo": "pytorch/pytorch", "pr_number": 170001, "head_sha": "3f2a9c1d" + "0" * 32,
+            "ref": "", "workflow_name": "acme-ci", "job_name": "test-linux", "check_run_id": "1", "run_id": "9",
+            "run_attempt": 1, "workflow_url": "https://github.com/acme/torch-acme/actions/runs/9",
+            "artifact_url": "", "status": "completed", "conclusion": "success",
+            "started_at": datetime(2026, 11, 20, 10, 3), "completed_at": datetime(2026, 11, 20, 10, 44),
+            "queue_time_s": 42.0, "execution_time_s": 2499.6, "tests_passed": 1203, "tests_failed": 0,
+            "tests_skipped": 17, "tests_total": 1220, "first_received_at": datetime(2026, 11, 20, 10, 3),
+            "received_at": datetime(2026, 11, 20, 10, 44), "current_head_sha": "3f2a9c1d" + "0" * 32,
+            "prs_total": 3, "trunk_total": 1}
+    base.update(over)
+    return base
+
+
+def backend_rows() -> list[dict[str, Any]]:
+    old = "1111111" + "0" * 33
+    return [
+        record_row(),
+        record_row(job_name="test-distributed", check_run_id="2", conclusion="failure", tests_failed=2,
+                   artifact_url="https://example.com/artifacts/2"),
+        record_row(job_name="test-distributed", check_run_id="3", run_attempt=2, conclusion="success"),
+        record_row(job_name="matrix", check_run_id="4"),
+        record_row(job_name="matrix", check_run_id="5", conclusion="timed_out", workflow_url="javascript:alert(1)"),
+        record_row(job_name="stuck", check_run_id="6", status="in_progress", conclusion="", completed_at=None,
+                   started_at=datetime(2026, 11, 20, 1, 0), execution_time_s=None),
+        record_row(job_name="new", check_run_id="7", status="in_progress", conclusion="", completed_at=None,
+                   started_at=datetime(2026, 11, 20, 13, 0), execution_time_s=None),
+        record_row(head_sha=old, check_run_id="8", conclusion="failure", received_at=datetime(2026, 11, 19, 9)),
+        record_row(pr_number=170002, check_run_id="9", conclusion="cancelled",
+                   head_sha="2" * 40, current_head_sha="2" * 40),
+        record_row(pr_number=0, event_type="push", head_sha="c" * 40, current_head_sha="c" * 40,
+                   check_run_id="10", conclusion="failure", job_name="test-distributed"),
+    ]
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+class Collector(HTMLParser):
+    """Every href and every element, to check links and structure without substring guessing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+        self.hrefs.extend(value or "" for name, value in attrs if name == "href")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Collector:
+    collector = Collector()
+    collector.feed(html)
+    return collector
+
+
+def summary_page(rows: list[dict[str, Any]], site: Site | None = None) -> str:
+    return render_summary(build_summary(rows, days=7, now=NOW, site=site or Site()))
+
+
+def backend_page(rows: list[dict[str, Any]], site: Site | None = None, repo: str = "acme/torch-acme") -> str:
+    return render_backend(build_backend(rows, repo=repo, days=7, now=NOW, site=site or Site(), silence_hours=6))
+
+
+def test_golden_summary() -> None:
+    rows = [summary_row("acme/torch-acme", successes=5, failures=5),
+            summary_row("contoso/pytorch-npu", level="L3"),
+            summary_row("riscv-lab/pytorch-ci", level="L2", successes=0, failures=0, timed_out=0,
+                        cancelled=1, series_days=[], series_successes=[], series_judged=[],
+                        trunk_successes=0, trunk_failures=0, last_run=None, avg_duration_s=None)]
+    check_golden("summary.html", summary_page(rows))
+
+
+def test_golden_summary_empty_and_static() -> None:
+    check_golden("summary_empty.html", summary_page([]))
+    check_golden("summary_static.html", summary_page([summary_row("acme/torch-acme")], Site(static=True, depth=1)))
+
+
+def test_golden_backend() -> None:
+    check_golden("backend.html", backend_page(backend_rows()))
+    check_golden("backend_empty.html", backend_page([], repo="nobody/nothing"))
+
+
+def test_chip_colours_are_fixed() -> None:
+    verdict_colour: dict[str, set[str]] = {}
+    for chip in _chips(backend_page(backend_rows())):
+        verdict_colour.setdefault(chip["data-verdict"], set()).add(chip["class"].split()[1])
+    assert verdict_colour == {"success": {"chip-green"}, "failure": {"chip-red"}, "timed_out": {"chip-amber"},
+                              "cancelled": {"chip-amber"}, "running": {"chip-blue"}, "no_report": {"chip-grey"}}
+
+
+def _chips(html: str) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+
+    class Chips(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            data = {k: v or "" for k, v in attrs}
+            if "data-verdict" in data:
+                found.append(data)
+
+    Chips().feed(html)
+    return found
+
+
+@pytest.mark.parametrize(("rate", "band"), [(0.95, "green"), (0.949, "amber"), (0.8, "amber"), (0.79, "red"),
+                                            (None, "grey")])
+def test_pass_rate_chip_bands(rate: float | None, band: str) -> None:
+    judged = 1000
+    ok = 0 if rate is None else round(rate * judged)
+    row = summary_row("a/b", successes=ok, failures=0 if rate is None else judged - ok, timed_out=0)
+    html = summary_page([row])
+    assert f'data-band="{band}"' in html.split("<tbody>")[1].split("</td>", 3)[2]
+
+
+def test_hostile_strings_are_inert() -> None:
+    rows = [record_row(job_name=HOSTILE_JOB, workflow_name=HUGE, check_run_id="h1",
+                       workflow_url='https://x.example/"onmouseover="alert(1)',
+                       artifact_url="http://insecure.example/a"),
+            record_row(job_name="j2", check_run_id="h2", workflow_url="javascript:alert(document.cookie)",
+                       artifact_url="data:text/html,<script>alert(1)</script>"),
+            record_row(job_name="j3", check_run_id="h3", workflow_url=" https://leading.space/"),
+            record_row(job_name="j4", check_run_id="h4", workflow_url="https://ok.example/run/4")]
+    html = backend_page(rows)
+    doc = parse(html)
+    assert "script" not in doc.tags and "img" not in doc.tags
+    assert RLO not in html
+    for href in doc.hrefs:
+        assert href.startswith(("https://", "/oot")), href
+    assert "https://ok.example/run/4" in doc.hrefs
+    assert not any(name.startswith("on") for name, _ in doc.attrs)
+    assert "javascript:" not in "".join(doc.hrefs) and "http://insecure" not in "".join(doc.hrefs)
+    # the 10 kB workflow name: cut on screen (the column header), kept whole only in the tooltip
+    assert not any(HUGE in text for text in doc.text)
+    assert len(html) < 80_000
+
+
+def test_hostile_backend_name_in_summary() -> None:
+    name = f"<script>alert(1)</script>{RLO}/x"
+    html = summary_page([summary_row(name), summary_row("ok/" + "y" * 90)])
+    doc = parse(html)
+    assert "script" not in doc.tags and RLO not in html
+    assert doc.hrefs.count("/oot/ok/" + "y" * 90 + "?days=7") == 1
+    assert not any("alert" in href for href in doc.hrefs)  # an impossible repo name gets no link
+
+
+def test_filters_directly() -> None:
+    assert str(bidi("<b>")) == "<bdi>&lt;b&gt;</bdi>"
+    assert str(link("javascript:alert(1)", "x")) == "<bdi>x</bdi>"
+    assert str(link("https://a.example/?q=1&r=2", "x")).startswith('<a href="https://a.example/?q=1&amp;r=2"')
+    assert not is_https("https:///nohost") and not is_https("https://a.example/\nx") and is_https("https://a.b")
+    svg = str(sparkline([1.0, None, 0.5, 0.0]))
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 and "<script" not in svg
+    assert str(sparkline([None, None])) == ""
+
+
+def test_static_links_are_relative() -> None:
+    html = backend_page(backend_rows(), Site(static=True, depth=3))
+    hrefs = parse(html).hrefs
+    internal = [h for h in hrefs if not h.startswith("https://")]
+    assert internal and all(not h.startswith("/") for h in internal)
+    assert "../../../index.html" in internal and "../../../1d/acme/torch-acme/index.html" in internal
+    # PR pages are not published: PR numbers link to GitHub instead
+    assert "https://github.com/pytorch/pytorch/pull/170001" in hrefs
+
+
+def test_times_are_iso_in_time_elements() -> None:
+    html = backend_page(backend_rows())
+    assert '<time datetime="2026-11-20T10:44:00Z">2026-11-20 10:44 UTC</time>' in html
+    assert '<time datetime="2026-11-20T14:00:00Z">' in html  # the footer's "data as of"
+
+
+def test_summary_series_spans_the_range() -> None:
+    page = build_summary([summary_row("a/b")], days=7, now=NOW, site=Site())
+    series = page.backends[0].series
+    assert len(series) == 8 and series[-1] == pytest.approx(10 / 11) and series[-3] == pytest.approx(8 / 9)
+    assert page.backends[0].series_days[0] == (NOW - timedelta(days=7)).date()
