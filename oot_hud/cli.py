@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
@@ -80,7 +81,130 @@ def _dynamo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS: dict[str, Command] = {"serve": _serve, "dynamo": _dynamo}
+def _replicate(args: argparse.Namespace, settings: Settings) -> int:
+    """``oot-hud replicate --follow | --reconcile``: the DynamoDB table's changes into the warehouse."""
+    if args.follow:
+        return _replicate_follow(args, settings)
+    return _replicate_reconcile(args, settings)
+
+
+def _replicate_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """Scan each routed DynamoDB table and re-send items newer than the warehouse's (after long outages)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ingest.stores.dynamo import client_config
+    from oot_hud.services import open_warehouse
+    from replicator.reconcile import ReconcileError
+    from sql.warehouse import WarehouseError
+
+    routes = settings.replication_routes()
+    if not routes:
+        print("oot-hud: set OOT_HUD_DYNAMO_TABLE (or OOT_HUD_REPLICATOR_ROUTES) to the table to reconcile",
+              file=sys.stderr)
+        return 2
+    dynamodb = boto3.client("dynamodb", config=client_config())
+    lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+    try:
+        with lock:
+            warehouse = open_warehouse(settings)
+            try:
+                for table in routes:
+                    result = _reconcile_job(settings, dynamodb, warehouse, table)()
+                    counts = " ".join(f"{name}={value}" for name, value in vars(result).items())
+                    print(f"reconciled {table} into {routes[table]}: {counts}", flush=True)
+            finally:
+                warehouse.close()
+    except datadir.DataDirInUse as exc:
+        print(f"oot-hud: {exc}. Stop it first, or set OOT_HUD_DATA_DIR to another directory.", file=sys.stderr)
+        return 2
+    except (ReconcileError, WarehouseError, BotoCoreError, ClientError) as exc:
+        print(f"oot-hud: reconcile failed ({type(exc).__name__}); nothing was skipped, run it again",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reconcile_job(settings: Settings, dynamodb: object, warehouse: object, table: str) -> Callable[[], object]:
+    """What the follower calls when the stream lost records: one reconcile of ``table`` into the warehouse."""
+    from replicator.pipeline import Replicator
+    from replicator.reconcile import reconcile
+    from replicator.sink import RetryPolicy
+    from sql.records import JOB_RESULTS_TABLE
+
+    destination = settings.replication_routes().get(table, JOB_RESULTS_TABLE)
+    replicator = Replicator.for_warehouse(warehouse, {table: destination},
+                                          retry=RetryPolicy(attempts=settings.replicator_insert_attempts,
+                                                            timeout=settings.replicator_insert_timeout_s))
+
+    def run() -> object:
+        # Raises ReconcileError when a batch does not land: the follower logs, backs off and asks again.
+        return reconcile(dynamodb, warehouse, replicator, table)
+
+    return run
+
+
+def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
+    """Follow the table's stream until SIGTERM/SIGINT, checkpointing per shard in the state directory."""
+    import signal
+    import threading
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ingest.dynamo_schema import stream_arn
+    from ingest.stores.dynamo import client_config
+    from oot_hud.services import open_warehouse
+    from replicator.checkpoints import CheckpointError, FileCheckpoints
+    from replicator.follower import StreamFollower
+    from replicator.pipeline import Replicator
+    from sql.records import JOB_RESULTS_TABLE
+
+    table = settings.dynamo_table
+    if not table:
+        print("oot-hud: set OOT_HUD_DYNAMO_TABLE to the table to follow", file=sys.stderr)
+        return 2
+    dynamodb = boto3.client("dynamodb", config=client_config())
+    streams = boto3.client("dynamodbstreams", config=client_config())
+    try:
+        arn = stream_arn(dynamodb, table)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"oot-hud: cannot describe table {table}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if not arn:
+        print(f"oot-hud: table {table} has no stream; run: oot-hud dynamo create-table", file=sys.stderr)
+        return 2
+    checkpoints = FileCheckpoints(args.state_dir or settings.data_dir / "replicator", table)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+    try:
+        with lock, checkpoints.exclusive():
+            warehouse = open_warehouse(settings)
+            try:
+                replicator = Replicator.for_warehouse(warehouse, {table: JOB_RESULTS_TABLE})
+                follower = StreamFollower(streams, arn, table, replicator, checkpoints,
+                                          _reconcile_job(settings, dynamodb, warehouse, table), stop=stop)
+                print(f"following {arn} into the {warehouse.kind} warehouse; checkpoints in {checkpoints.path}",
+                      flush=True)
+                follower.run()
+            finally:
+                warehouse.close()
+    except (datadir.DataDirInUse, CheckpointError) as exc:
+        print(f"oot-hud: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from oot_hud import publish
+
+    return publish.command(args, settings)
+
+
+COMMANDS: dict[str, Command] = {"serve": _serve, "dynamo": _dynamo, "replicate": _replicate}
+COMMANDS["publish"] = _publish
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     dynamo_sub = dynamo.add_subparsers(dest="dynamo_command", required=True)
     create = dynamo_sub.add_parser("create-table", help="create the results table with a NEW_AND_OLD_IMAGES stream")
     create.add_argument("--table", default=None, help="table name (default: OOT_HUD_DYNAMO_TABLE)")
+    replicate = sub.add_parser("replicate", help="DynamoDB stream -> warehouse (table: OOT_HUD_DYNAMO_TABLE)")
+    mode = replicate.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--follow", action="store_true", help="follow the table's stream until stopped")
+    mode.add_argument("--reconcile", action="store_true", help="re-send items newer than the warehouse's")
+    replicate.add_argument("--state-dir", type=Path, default=None,
+                           help="follower checkpoints (default: $OOT_HUD_DATA_DIR/replicator)")
+    from oot_hud import publish
+
+    publish.add_arguments(sub.add_parser("publish", help="render the pages to a static site (and upload it to S3)"))
     return parser
 
 

@@ -49,6 +49,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    _make_moto_item_writes_atomic()
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -66,6 +67,31 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield endpoint
         finally:
             server.stop()
+
+
+def _make_moto_item_writes_atomic() -> None:
+    """DynamoDB applies each item write atomically (ADD counters, conditions, ALL_NEW); moto's threaded
+    server does not: concurrent UpdateItems on one key lose increments. Serialise its DynamoDB write and
+    read handlers (in this process, where the threaded server runs) so tests see DynamoDB's guarantee."""
+    import functools
+    import threading
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler, "_oot_hud_atomic", False):
+        return
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "get_item", "batch_write_item",
+                 "transact_write_items"):
+        original = getattr(DynamoHandler, name)
+
+        @functools.wraps(original)
+        def serialised(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoHandler, name, serialised)
+    DynamoHandler._oot_hud_atomic = True  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -169,7 +169,7 @@ async def test_fifty_concurrent_upserts_of_one_key(
     item = stored(dynamodb_client, dynamo_table)
     assert item["status"] == "completed"
     assert item["version"] == len(accepted)  # each accepted write counted exactly once
-    assert sorted(r.version for r in accepted) == list(range(1, len(accepted) + 1))
+    assert sorted(r.version for r in accepted) == list(range(1, len(accepted) + 1))  # each returned once
     assert all(r.status == "completed" for r in stale)
     assert len(accepted) + len(stale) == 50
     # Every completed write is accepted; an in_progress write is refused only once a completed one landed.

@@ -363,3 +363,61 @@ async def test_moto_stream_into_the_warehouse_survives_a_restart(
     argmax = warehouse.query(
         f"SELECT key, argMax(status, version) AS status FROM {JOB_RESULTS_TABLE} GROUP BY key ORDER BY key")
     assert [row["status"] for row in argmax] == ["completed", "completed", "in_progress"]
+
+
+# ---- the command ----
+
+
+def test_replicate_follow_command_checkpoints_and_stops_on_sigterm(
+        dynamodb_client: Any, dynamo_table: str, streams_client: Any, tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    store = DynamoStore(dynamodb_client, dynamo_table)
+    asyncio.run(store.upsert(job("a", "in_progress")))
+    asyncio.run(store.upsert(job("a", "completed", 3)))
+    arn = stream_arn(dynamodb_client, dynamo_table)
+    shard = streams_client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams_client.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    last = streams_client.get_records(ShardIterator=iterator)["Records"][-1]["dynamodb"]["SequenceNumber"]
+    env = {**os.environ, "OOT_HUD_DYNAMO_TABLE": dynamo_table, "OOT_HUD_DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen([sys.executable, "-m", "oot_hud", "replicate", "--follow",
+                                "--state-dir", str(tmp_path / "state")], env=env, cwd=Path(__file__).parents[1],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = FileCheckpoints(tmp_path / "state", dynamo_table)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if checkpoints.path.exists() and checkpoints.load(arn)[0].get(shard, ShardCheckpoint()).sequence == last:
+                break
+            time.sleep(0.1)
+        assert checkpoints.load(arn)[0][shard].sequence == last
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"following {arn}" in out
+
+
+def test_replicate_follow_refuses_without_a_table_or_a_stream(
+        moto_endpoint: str, dynamodb_client: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    from oot_hud.cli import main as cli_main
+
+    monkeypatch.delenv("OOT_HUD_DYNAMO_TABLE", raising=False)
+    assert cli_main(["replicate", "--follow"]) == 2
+    name = f"oot-nostream-{uuid.uuid4().hex[:8]}"
+    dynamodb_client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                                 AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+                                 KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}])
+    monkeypatch.setenv("OOT_HUD_DYNAMO_TABLE", name)
+    assert cli_main(["replicate", "--follow"]) == 2
+    assert "has no stream" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["replicate", "--follow", "--reconcile"])  # one mode at a time
