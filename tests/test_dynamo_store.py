@@ -20,7 +20,7 @@ from ingest.dynamo_schema import STREAM_VIEW, create_table
 from ingest.stores.base import Outcome, StoreError
 from ingest.stores.dynamo import DynamoStore, build_update
 from oot_hud.cli import main as cli_main
-from sql.records import JobRecord
+from sql.records import JobRecord, format_time
 
 T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
 _deserializer = TypeDeserializer()
@@ -99,6 +99,32 @@ async def test_completed_callback_keeps_what_only_in_progress_carried(
     assert item["first_received_at"] == "2026-11-20T10:00:00.000Z"
     assert item["received_at"] == "2026-11-20T10:40:00.000Z"
     assert "ref" not in item and "run_id" not in item  # never carried, never written (not even as null)
+
+
+async def test_relay_fixtures_through_extraction(
+        dynamo_store: DynamoStore, dynamodb_client: Any, dynamo_table: str) -> None:
+    from ingest.extract import extract
+    from tests.conftest import relay_payload
+
+    started = extract(relay_payload("01_pr_in_progress"), received_at=T0)
+    done = extract(relay_payload("02_pr_completed_success"), received_at=T0 + timedelta(minutes=45))
+    assert started.key == done.key and done.started_at is None and done.queue_time_s is None
+    assert (await dynamo_store.upsert(done)).status == "completed"  # the completed callback overtook
+    late = await dynamo_store.upsert(started)
+    assert (late.outcome, late.status, late.version) == (Outcome.STALE, "completed", 1)
+    item = stored(dynamodb_client, dynamo_table, done.key)
+    assert item["execution_time_s"] == Decimal("2499.6") and item["tests_total"] == 1220
+    assert "started_at" not in item  # the refused in_progress wrote nothing
+    assert item["first_received_at"] == "2026-11-20T10:45:00.000Z"
+    # In order (the re-run's attempt 2): the completed callback keeps what only in_progress carried.
+    rerun = extract(relay_payload("05_pr_rerun_attempt2_in_progress"), received_at=T0)
+    rerun_done = extract(relay_payload("06_pr_rerun_attempt2_success"), received_at=T0 + timedelta(hours=1))
+    assert rerun.key == rerun_done.key != done.key
+    assert [(await dynamo_store.upsert(r)).version for r in (rerun, rerun_done)] == [1, 2]
+    item = stored(dynamodb_client, dynamo_table, rerun.key)
+    assert item["status"] == "completed" and item["run_attempt"] == 2
+    assert item["started_at"] == format_time(rerun.started_at)
+    assert item["queue_time_s"] == Decimal(str(rerun.queue_time_s))
 
 
 async def test_first_only_fields_keep_their_first_value(
