@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bot.webhook import WebhookReceiver, webhook_api
 from ingest.ratelimit import RateLimiter
 from ingest.routes import IngestContext, ingest_context
 from ingest.routes import router as ingest_router
@@ -61,5 +62,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(pages_router)  # /, /oot, /oot/{org}/{repo}
     app.include_router(query_api_router)  # /api/oot/query/{name}
     app.include_router(publish_router)  # /api/oot/site.tar.gz (publish while serve holds the data dir)
+
+    def _webhook_receiver(request: Request) -> WebhookReceiver | None:
+        bot = getattr(request.app.state.services, "bot", None)
+        return bot.receiver if bot is not None else None
+
+    app.include_router(webhook_api(_webhook_receiver))  # /api/github/webhook
 
     return app

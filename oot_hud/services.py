@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from ingest.stores.base import OnChange, ResultStore
 from oot_hud.settings import Settings
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
+if TYPE_CHECKING:
+    from bot.service import Bot
+
 log = logging.getLogger("oot_hud.services")
+BOT_DRAIN_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -20,6 +26,7 @@ class Services:
     store: ResultStore
     relay_tokens: list[str]
     listeners: list[OnChange] = dataclasses.field(default_factory=list)
+    bot: Bot | None = None
 
     def announce(self, pr: PrRef) -> None:
         """Fan a "results changed for this PR" out to every subscriber (the bot's writer, caches)."""
@@ -47,6 +54,19 @@ def build_store(settings: Settings, warehouse: Warehouse, on_change: OnChange) -
     return EmbeddedStore(warehouse, on_change=on_change, commit_window_ms=settings.commit_window_ms)
 
 
+def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:
+    """The GitHub App; without App credentials it runs dry (renders, posts nothing)."""
+    from bot.service import Bot
+
+    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
+    return Bot(warehouse=warehouse, app_id=settings.github_app_id if settings.github_enabled else None,
+               private_key=settings.private_key_pem() if settings.github_enabled else None,
+               webhook_secret=secret, api_url=settings.github_api_url, app_slug=settings.github_app_slug,
+               debounce=settings.bot_debounce_seconds, pace=settings.bot_pace_seconds,
+               sweep=settings.bot_sweep_seconds, public_url=settings.public_url,
+               silence_hours=settings.silence_hours)
+
+
 async def build_services(settings: Settings) -> Services:
     warehouse = open_warehouse(settings)
     services: Services
@@ -54,10 +74,21 @@ async def build_services(settings: Settings) -> Services:
     store = build_store(settings, warehouse, on_change=lambda pr: services.announce(pr))
     tokens = [token.get_secret_value() for token in settings.relay_tokens]
     services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens)
+    services.bot = build_bot(settings, warehouse)
+    services.listeners.append(services.bot.on_results)
+    await services.bot.start()
     await store.start()
     return services
 
 
 async def close_services(services: Services) -> None:
     await services.store.close()
+    if services.bot is not None:
+        if not services.bot.dry_run:
+            # Give pending PR writes a moment; whatever is left is re-rendered by the next result.
+            try:
+                await asyncio.wait_for(services.bot.drain(), timeout=BOT_DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("bot writes still pending at shutdown were dropped")
+        await services.bot.stop()
     services.warehouse.close()
