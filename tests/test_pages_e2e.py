@@ -1,0 +1,136 @@
+"""End to end: the relay fixtures go through the real ingest endpoint into the embedded warehouse, then the
+live pages and the query API are read back through the same app (httpx ASGITransport)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sql.warehouse import Warehouse
+from tests.conftest import RELAY_FIXTURES, relay_payload
+from tests.readpath_app import TOKEN, build_app
+
+# Windows use the server's receive time (now); fixture 10's in_progress job is moved to an hour ago so it
+# is "running", while the other in_progress fixtures (2026-11-20) were completed by later callbacks.
+PAGE_NOW = datetime.now(UTC)
+GOOD_FIXTURES = sorted(p.stem for p in RELAY_FIXTURES.glob("[0-9]*.json"))
+
+
+class Rows(HTMLParser):
+    """Table rows as lists of (tag, attrs) plus their text, enough to assert on a page's structure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, object]] = []
+        self.verdicts: list[str] = []
+        self.section = ""
+        self.in_body = False
+        self._row: dict[str, object] | None = None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self.in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        data = dict(attrs)
+        if tag == "table":
+            self.section = data.get("data-section") or data.get("class") or ""
+        if tag == "tbody":
+            self.in_body = True
+        if tag == "tr" and self.in_body:
+            self._row = {"section": self.section, "attrs": data, "text": "", "verdicts": [], "bands": []}
+            self.rows.append(self._row)
+        if self._row is not None and data.get("data-verdict"):
+            self._row["verdicts"].append(data["data-verdict"])  # type: ignore[union-attr]
+        if self._row is not None and data.get("data-band"):
+            self._row["bands"].append(data["data-band"])  # type: ignore[union-attr]
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None:
+            self._row["text"] = str(self._row["text"]) + data
+
+
+def table_rows(html: str, section: str) -> list[dict[str, object]]:
+    parser = Rows()
+    parser.feed(html)
+    return [r for r in parser.rows if r["section"] == section]
+
+
+@pytest.fixture
+async def client(warehouse: Warehouse, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(warehouse, tmp_path, now=PAGE_NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        for name in GOOD_FIXTURES:
+            payload = relay_payload(name)
+            if name.startswith("10_"):
+                started = (PAGE_NOW - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+                payload["untrusted"]["callback_payload"]["workflow"]["started_at"] = started
+            response = await http.post("/api/oot/results", json=payload,
+                                       headers={"X-OOT-Relay-Token": TOKEN})
+            assert response.status_code == 200, (name, response.text)
+        yield http
+
+
+async def test_summary_page_after_ingest(client: httpx.AsyncClient) -> None:
+    response = await client.get("/oot")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    rows = table_rows(response.text, "summary")
+    names = [str(r["attrs"]["data-backend"]) for r in rows]  # type: ignore[index]
+    # worst first: contoso 0 % (its leg timed out), acme 50 %, riscv without a pass rate (cancelled only)
+    assert names == ["contoso/pytorch-npu", "acme-accel/torch-acme", "riscv-lab/pytorch-ci"]
+    assert [r["bands"] for r in rows] == [["red"], ["red", "red"], ["grey"]]
+    acme = " ".join(str(rows[1]["text"]).split())
+    assert "50.0 %" in acme and "L4" in acme
+    assert "<svg" in response.text and 'href="/oot/acme-accel/torch-acme?days=7"' in response.text
+
+
+async def test_backend_matrix_after_ingest(client: httpx.AsyncClient) -> None:
+    response = await client.get("/oot/acme-accel/torch-acme", params={"days": "7"})
+    assert response.status_code == 200
+    prs = table_rows(response.text, "prs")
+    assert [(" ".join(str(r["text"]).split())[:15], r["attrs"].get("data-superseded")) for r in prs] == [  # type: ignore[union-attr]
+        ("#170001 7b1e4d2", None), ("#170001 3f2a9c1", "true")]
+    assert prs[0]["verdicts"] == ["running"]  # the new head's job, still within the silence threshold
+    assert sorted(prs[1]["verdicts"]) == ["success", "success"]  # type: ignore[type-var]
+    assert "flaky" in str(prs[1]["text"])
+    trunk = table_rows(response.text, "trunk")
+    assert sorted(" ".join(str(r["text"]).split())[:12] for r in trunk) == ["nightly eeee", "push ccccccc"]
+    assert all(r["verdicts"] == ["failure"] for r in trunk)
+    assert not any(str(r["text"]).strip().startswith("#0") for r in prs + trunk)
+    assert ">#0<" not in response.text
+
+
+async def test_days_and_names_are_checked(client: httpx.AsyncClient) -> None:
+    for bad in ("2", "abc", "-1", "7.0"):
+        response = await client.get("/oot", params={"days": bad})
+        assert response.status_code == 400 and "days must be one of 1, 7, 30" in response.text
+    response = await client.get("/oot/acme-accel/torch-acme", params={"days": "365"})
+    assert response.status_code == 400
+    assert (await client.get("/oot/acme-accel/bad%20name")).status_code == 404
+    redirect = await client.get("/", follow_redirects=False)
+    assert redirect.status_code in (302, 307) and redirect.headers["location"] == "/oot"
+
+
+async def test_empty_ranges_and_unknown_backend(warehouse: Warehouse, tmp_path: Path) -> None:
+    app = build_app(warehouse, tmp_path, now=PAGE_NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        summary = await http.get("/oot", params={"days": "1"})
+        assert summary.status_code == 200 and 'data-empty="summary"' in summary.text
+        matrix = await http.get("/oot/nobody/nothing")
+        assert matrix.status_code == 200
+        assert 'data-empty="prs"' in matrix.text and 'data-empty="trunk"' in matrix.text
+
+
+async def test_query_api_serves_the_same_facts(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/oot/query/oot_summary",
+                                params={"days": "7", "now": "", "silence_hours": "6"})
+    assert response.status_code == 200
+    rows = {row["downstream_repo"]: row for row in response.json()}
+    acme = rows["acme-accel/torch-acme"]
+    assert (acme["successes"], acme["failures"], acme["running"], acme["flaky"], acme["total"]) == (2, 2, 1, 1, 5)
+    assert acme["last_run"].endswith("Z") and isinstance(acme["series_days"][0], str)
