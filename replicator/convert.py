@@ -93,7 +93,8 @@ def convert_record(record: Mapping[str, Any], routes: Mapping[str, str],
     if not isinstance(section, Mapping):
         raise PoisonRecord("record has no dynamodb section")
     keys = section.get("Keys")
-    if not isinstance(keys, Mapping) or "key" not in keys:
+    wire_key = keys.get("key") if isinstance(keys, Mapping) else None
+    if not isinstance(wire_key, Mapping) or not isinstance(wire_key.get("S"), str):
         raise PoisonRecord("record has no key")
     image_name = "OldImage" if event == "REMOVE" else "NewImage"
     image = section.get(image_name)
@@ -102,7 +103,7 @@ def convert_record(record: Mapping[str, Any], routes: Mapping[str, str],
     item = deserialize_image(image)
     if item.get("version") is None:
         return None  # a partial write (moto's key-only first INSERT): the complete image follows
-    if item.get("key") != deserialize_image(keys).get("key"):
+    if item.get("key") != wire_key["S"]:
         raise PoisonRecord("image key differs from the record's key")
     try:
         if event == "REMOVE":
@@ -118,20 +119,49 @@ def convert_record(record: Mapping[str, Any], routes: Mapping[str, str],
 
 
 def deserialize_image(image: Mapping[str, Any]) -> dict[str, Any]:
-    """Wire-format attributes -> plain values: numbers become int or float, binary values are poison."""
+    """Wire-format attributes -> plain values: numbers become int or float, binary values are poison.
+
+    Strings, numbers, nulls and booleans (every attribute the store writes) take a fast path; other types
+    go through boto3's ``TypeDeserializer``.
+    """
     item: dict[str, Any] = {}
     for name, wire in image.items():
-        if not isinstance(wire, Mapping) or len(wire) != 1:
-            raise PoisonRecord(f"attribute {str(name)[:40]!r} is not a typed value")
-        if "B" in wire or "BS" in wire:
+        if not isinstance(wire, dict) or len(wire) != 1:
+            if isinstance(wire, Mapping) and len(wire) == 1:
+                wire = dict(wire)
+            else:
+                raise PoisonRecord(f"attribute {str(name)[:40]!r} is not a typed value")
+        ((tag, value),) = wire.items()
+        if tag == "S" and type(value) is str:
+            item[name] = value
+        elif tag == "N" and type(value) is str:
+            item[name] = _number(name, value)
+        elif tag == "NULL":
+            item[name] = None
+        elif tag == "B" or tag == "BS":
             # Results are text and numbers only; a binary value means some other writer shares the table.
             raise PoisonRecord(f"binary attribute {str(name)[:40]!r}")
-        try:
-            value = _DESERIALIZER.deserialize(wire)
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise PoisonRecord(f"attribute {str(name)[:40]!r} cannot be read: {type(exc).__name__}") from exc
-        item[name] = _plain(name, value)
+        else:
+            try:
+                item[name] = _plain(name, _DESERIALIZER.deserialize(wire))
+            except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+                if isinstance(exc, PoisonRecord):
+                    raise
+                raise PoisonRecord(f"attribute {str(name)[:40]!r} cannot be read: {type(exc).__name__}") from exc
     return item
+
+
+def _number(name: str, text: str) -> int | float:
+    """A DynamoDB number: int when integral, else float; NaN, infinities and overflow are poison."""
+    try:
+        return int(text)  # the common case (counters, versions, PR numbers), exact at any size
+    except ValueError:
+        pass
+    try:
+        number = Decimal(text)
+    except ArithmeticError as exc:
+        raise PoisonRecord(f"attribute {name[:40]!r} is not a number") from exc
+    return _plain(name, number)
 
 
 def _plain(name: str, value: Any) -> Any:
