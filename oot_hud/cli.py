@@ -145,7 +145,7 @@ def _reconcile_job(settings: Settings, dynamodb: object, warehouse: object, tabl
 
 
 def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
-    """Follow the table's stream until SIGTERM/SIGINT, checkpointing per shard in the state directory."""
+    """Follow every routed table's stream until SIGTERM/SIGINT, checkpointing per shard in the state dir."""
     import signal
     import threading
 
@@ -158,43 +158,70 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.checkpoints import CheckpointError, FileCheckpoints
     from replicator.follower import StreamFollower
     from replicator.pipeline import Replicator
-    from sql.records import JOB_RESULTS_TABLE
+    from replicator.sink import RetryPolicy
 
-    table = settings.dynamo_table
-    if not table:
-        print("oot-hud: set OOT_HUD_DYNAMO_TABLE to the table to follow", file=sys.stderr)
+    routes = settings.replication_routes()
+    if not routes:
+        print("oot-hud: set OOT_HUD_DYNAMO_TABLE (or OOT_HUD_REPLICATOR_ROUTES) to the table to follow",
+              file=sys.stderr)
         return 2
     dynamodb = boto3.client("dynamodb", config=client_config())
-    streams = boto3.client("dynamodbstreams", config=client_config())
-    try:
-        arn = stream_arn(dynamodb, table)
-    except (BotoCoreError, ClientError) as exc:
-        print(f"oot-hud: cannot describe table {table}: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    if not arn:
-        print(f"oot-hud: table {table} has no stream; run: oot-hud dynamo create-table", file=sys.stderr)
-        return 2
-    checkpoints = FileCheckpoints(args.state_dir or settings.data_dir / "replicator", table)
+    streams = boto3.client("dynamodbstreams", config=client_config())  # thread-safe: shared by followers
+    arns: dict[str, str] = {}
+    for table in routes:
+        try:
+            arn = stream_arn(dynamodb, table)
+        except (BotoCoreError, ClientError) as exc:
+            print(f"oot-hud: cannot describe table {table}: {type(exc).__name__}", file=sys.stderr)
+            return 1
+        if not arn:
+            print(f"oot-hud: table {table} has no stream; run: oot-hud dynamo create-table --table {table}",
+                  file=sys.stderr)
+            return 2
+        arns[table] = arn
+    state_dir = args.state_dir or settings.data_dir / "replicator"
+    checkpoints = {table: FileCheckpoints(state_dir, table) for table in routes}
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    retry = RetryPolicy(attempts=settings.replicator_insert_attempts, timeout=settings.replicator_insert_timeout_s)
+    failed: list[str] = []
+
+    def follow(follower: StreamFollower) -> None:
+        try:
+            follower.run()
+        except Exception:  # a dead follower must not leave the others running unnoticed
+            logging.getLogger("oot_hud.replicate").exception("follower crashed table=%s", follower.table_name)
+            failed.append(follower.table_name)
+            stop.set()
+
     lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
     try:
-        with lock, checkpoints.exclusive():
+        with lock, contextlib.ExitStack() as held:
+            for store in checkpoints.values():
+                held.enter_context(store.exclusive())
             warehouse = open_warehouse(settings)
             try:
-                replicator = Replicator.for_warehouse(warehouse, {table: JOB_RESULTS_TABLE})
-                follower = StreamFollower(streams, arn, table, replicator, checkpoints,
-                                          _reconcile_job(settings, dynamodb, warehouse, table), stop=stop)
-                print(f"following {arn} into the {warehouse.kind} warehouse; checkpoints in {checkpoints.path}",
-                      flush=True)
-                follower.run()
+                threads = []
+                for table, destination in routes.items():
+                    follower = StreamFollower(
+                        streams, arns[table], table,
+                        Replicator.for_warehouse(warehouse, {table: destination}, retry=retry),
+                        checkpoints[table], _reconcile_job(settings, dynamodb, warehouse, table), stop=stop)
+                    print(f"following {arns[table]} into {warehouse.kind} table {destination}; "
+                          f"checkpoints in {checkpoints[table].path}", flush=True)
+                    threads.append(threading.Thread(target=follow, args=(follower,), name=f"follow-{table}"))
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.5)  # short joins keep the main thread free to take SIGTERM/SIGINT
             finally:
                 warehouse.close()
     except (datadir.DataDirInUse, CheckpointError) as exc:
         print(f"oot-hud: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if failed else 0
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:

@@ -368,39 +368,55 @@ async def test_moto_stream_into_the_warehouse_survives_a_restart(
 # ---- the command ----
 
 
-def test_replicate_follow_command_checkpoints_and_stops_on_sigterm(
+def test_replicate_follow_command_follows_every_routed_table_and_stops_on_sigterm(
         dynamodb_client: Any, dynamo_table: str, streams_client: Any, tmp_path: Path) -> None:
     import asyncio
     import os
     import signal
     import subprocess
     import sys
+    import uuid
 
-    store = DynamoStore(dynamodb_client, dynamo_table)
-    asyncio.run(store.upsert(job("a", "in_progress")))
-    asyncio.run(store.upsert(job("a", "completed", 3)))
-    arn = stream_arn(dynamodb_client, dynamo_table)
-    shard = streams_client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams_client.get_shard_iterator(StreamArn=arn, ShardId=shard,
-                                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    last = streams_client.get_records(ShardIterator=iterator)["Records"][-1]["dynamodb"]["SequenceNumber"]
-    env = {**os.environ, "OOT_HUD_DYNAMO_TABLE": dynamo_table, "OOT_HUD_DATA_DIR": str(tmp_path / "data")}
+    from ingest.dynamo_schema import create_table
+
+    second_table = f"oot-second-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb_client, second_table)
+    expected: dict[str, tuple[str, str, str]] = {}  # table -> (stream ARN, shard, last sequence number)
+    for table in (dynamo_table, second_table):
+        store = DynamoStore(dynamodb_client, table)
+        asyncio.run(store.upsert(job("a", "in_progress")))
+        asyncio.run(store.upsert(job("a", "completed", 3)))
+        arn = stream_arn(dynamodb_client, table)
+        assert arn
+        shard = streams_client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams_client.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records = streams_client.get_records(ShardIterator=iterator)["Records"]
+        expected[table] = (arn, shard, records[-1]["dynamodb"]["SequenceNumber"])
+    env = {**os.environ, "OOT_HUD_DATA_DIR": str(tmp_path / "data"),
+           "OOT_HUD_REPLICATOR_ROUTES": f"{dynamo_table}=oot_job_results,{second_table}=oot_job_results"}
+    env.pop("OOT_HUD_DYNAMO_TABLE", None)
     process = subprocess.Popen([sys.executable, "-m", "oot_hud", "replicate", "--follow",
                                 "--state-dir", str(tmp_path / "state")], env=env, cwd=Path(__file__).parents[1],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoints = FileCheckpoints(tmp_path / "state", dynamo_table)
+
+    def position(table: str) -> str | None:
+        arn, shard, _ = expected[table]
+        store = FileCheckpoints(tmp_path / "state", table)
+        return store.load(arn)[0].get(shard, ShardCheckpoint()).sequence if store.path.exists() else None
+
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
-            if checkpoints.path.exists() and checkpoints.load(arn)[0].get(shard, ShardCheckpoint()).sequence == last:
+            if all(position(table) == last for table, (_, _, last) in expected.items()):
                 break
             time.sleep(0.1)
-        assert checkpoints.load(arn)[0][shard].sequence == last
+        assert {table: position(table) for table in expected} == {t: e[2] for t, e in expected.items()}
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert f"following {arn}" in out
+    assert all(f"following {arn}" in out for arn, _, _ in expected.values())
 
 
 def test_replicate_follow_refuses_without_a_table_or_a_stream(
