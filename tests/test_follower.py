@@ -437,3 +437,26 @@ def test_replicate_follow_refuses_without_a_table_or_a_stream(
     assert "has no stream" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["replicate", "--follow", "--reconcile"])  # one mode at a time
+
+
+async def test_trimmed_stream_recovers_through_the_real_reconcile(
+        dynamo_store: DynamoStore, dynamodb_client: Any, dynamo_table: str, warehouse: Warehouse) -> None:
+    from replicator.reconcile import reconcile
+
+    # The items exist in DynamoDB, but the (fake) stream lost the records that carried them.
+    await dynamo_store.upsert(job("a", "in_progress"))
+    await dynamo_store.upsert(job("a", "completed", 5))
+    await dynamo_store.upsert(job("b", "in_progress"))
+    streams = FakeStreams()
+    streams.add_shard("shard-a")
+    lost = [streams.put("shard-a") for _ in range(3)]
+    streams.trim("shard-a", lost[-1])
+    checkpoints = MemoryCheckpoints()
+    checkpoints.save(STREAM_ARN, {"shard-a": ShardCheckpoint(lost[0])})
+    replicator = Replicator.for_warehouse(warehouse, {dynamo_table: JOB_RESULTS_TABLE})
+    f = StreamFollower(streams, STREAM_ARN, dynamo_table, replicator, checkpoints,
+                       lambda: reconcile(dynamodb_client, warehouse, replicator, dynamo_table))
+    drain(f)
+    assert f.stats.reconciles == 1
+    assert final_state(warehouse) == {"a": ("completed", 2), "b": ("in_progress", 1)}
+    assert "shard-a" not in checkpoints.shards  # reset: the shard is read from what the stream still keeps
