@@ -42,6 +42,10 @@ def when(value: Any, default: datetime | None = None) -> datetime:
     return default or datetime.now(UTC)
 
 
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class PrState:
     """Reads and writes the bot's two small tables; installations are also kept in memory."""
 
@@ -62,17 +66,17 @@ class PrState:
 
     def head(self, upstream_repo: str, pr_number: int) -> PrHead | None:
         rows = self._warehouse.query(
-            "SELECT upstream_repo, pr_number, argMax(head_sha, updated_at) AS head_sha,"
-            " argMax(state, updated_at) AS state, argMax(base_ref, updated_at) AS base_ref,"
-            " argMax(installation_id, updated_at) AS installation_id, max(updated_at) AS updated_at"
+            "SELECT argMax(head_sha, updated_at) AS sha, argMax(state, updated_at) AS st,"
+            " argMax(base_ref, updated_at) AS base, argMax(installation_id, updated_at) AS inst,"
+            " max(updated_at) AS last_update"
             " FROM oot_pr_heads WHERE upstream_repo = {repo:String} AND pr_number = {pr:UInt64}"
             " GROUP BY upstream_repo, pr_number",
             {"repo": upstream_repo, "pr": pr_number})
         if not rows:
             return None
         row = rows[0]
-        return PrHead(str(row["upstream_repo"]), int(row["pr_number"]), str(row["head_sha"]), str(row["state"]),
-                      str(row["base_ref"]), int(row["installation_id"]), when(None, row["updated_at"]))
+        return PrHead(upstream_repo, pr_number, str(row["sha"]), str(row["st"]), str(row["base"]), int(row["inst"]),
+                      _aware(row["last_update"]))
 
     def prs_for_sha(self, upstream_repo: str, head_sha: str) -> list[int]:
         """PRs whose head (from webhooks) or results carry ``head_sha`` (fork PRs: GitHub does not say)."""
@@ -87,14 +91,14 @@ class PrState:
     # --- installations -----------------------------------------------------------------------------
     def load_installations(self) -> None:
         rows = self._warehouse.query(
-            "SELECT repo, argMax(installation_id, updated_at) AS installation_id,"
-            " argMax(removed, updated_at) AS removed FROM oot_installations GROUP BY repo")
+            "SELECT repo, argMax(installation_id, updated_at) AS inst,"
+            " argMax(removed, updated_at) AS gone FROM oot_installations GROUP BY repo")
         with self._lock:
             for row in rows:
-                if int(row["removed"]):
+                if int(row["gone"]):
                     self._installations.pop(str(row["repo"]), None)
                 else:
-                    self._installations[str(row["repo"])] = int(row["installation_id"])
+                    self._installations[str(row["repo"])] = int(row["inst"])
             self._loaded = True
 
     def installation_for(self, repo: str) -> int | None:
@@ -105,9 +109,9 @@ class PrState:
         if found is not None:
             return found
         head_rows = self._warehouse.query(
-            "SELECT argMax(installation_id, updated_at) AS installation_id FROM oot_pr_heads"
+            "SELECT argMax(installation_id, updated_at) AS inst FROM oot_pr_heads"
             " WHERE upstream_repo = {repo:String} AND installation_id > 0", {"repo": repo})
-        value = int(head_rows[0]["installation_id"]) if head_rows else 0
+        value = int(head_rows[0]["inst"]) if head_rows else 0
         return value or None
 
     def set_installation(self, repos: list[str], installation_id: int, account: str, *, removed: bool = False,

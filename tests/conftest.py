@@ -129,6 +129,15 @@ async def dynamo_store(dynamodb_client: Any, dynamo_table: str) -> AsyncIterator
 
 
 # ---- GitHub App (respx fake GitHub, App key) -- owned by the GitHub App engineer ----
+GITHUB_FIXTURES = FIXTURES / "github"
+
+
+def github_payload(name: str) -> dict[str, Any]:
+    """A fresh copy of ``tests/fixtures/github/<event>.<action>[-variant].json``."""
+    path = GITHUB_FIXTURES / (name if name.endswith(".json") else f"{name}.json")
+    return copy.deepcopy(json.loads(path.read_text()))
+
+
 @pytest.fixture(scope="session")
 def app_private_key() -> str:
     """A real RSA key for App authentication (githubkit signs real JWTs with it)."""

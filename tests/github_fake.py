@@ -259,3 +259,13 @@ def _public(item: dict[str, Any]) -> dict[str, Any]:
 def _too_long(body: dict[str, Any]) -> bool:
     output = body.get("output") or {}
     return any(len(str(output.get(field, "")).encode()) > CHECK_TEXT_LIMIT for field in ("summary", "text"))
+
+
+def signed_headers(body: bytes, secret: str, *, event: str, delivery: str) -> dict[str, str]:
+    """The headers GitHub sends with a delivery signed by ``secret``."""
+    import hashlib
+    import hmac
+
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": f"sha256={digest}",
+            "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/fake"}
