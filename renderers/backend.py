@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from renderers.html import Crumb, Site, range_links
+from renderers.html import Crumb, Site, range_label, range_links
 from renderers.policy import pass_rate
 from renderers.pr_view import BackendResult, JobResult, VerdictCounts, build_pr_view
 from sql.records import parse_time
@@ -65,8 +65,8 @@ class BackendPage:
 
     def context(self) -> dict[str, Any]:
         return {
-            "title": f"{self.repo}, last {self.days} days",
-            "crumbs": (Crumb(f"last {self.days} days", self.site.summary(self.days)), Crumb(self.repo)),
+            "title": f"{self.repo}, {range_label(self.days)}",
+            "crumbs": (Crumb(range_label(self.days), self.site.summary(self.days)), Crumb(self.repo)),
             "ranges": range_links(self.days, lambda days: self.site.backend(self.repo, days) or "",
                                   self.site.ranges),
             "home": self.site.home(),

@@ -100,6 +100,10 @@ def is_repo_name(value: str) -> bool:
     return bool(_REPO.match(value)) and not any(part in (".", "..") for part in value.split("/"))
 
 
+def range_label(days: int) -> str:
+    return "last day" if days == 1 else f"last {days} days"
+
+
 def range_links(current: int, href_for: Any, ranges: Sequence[int] = RANGES) -> tuple[RangeLink, ...]:
     return tuple(RangeLink(days, href_for(days), days == current) for days in ranges)
 
@@ -138,7 +142,7 @@ def link(url: object, text: object, limit: int = NAME_LIMIT) -> Markup:
 def linked(content: Markup, url: object) -> Markup:
     """Already-safe markup (a chip) wrapped in an https link, or left as it is for any other URL."""
     if not is_https(url):
-        return Markup(escape(content))
+        return escape(content)  # a Markup argument comes back unchanged; plain text is escaped
     return Markup('<a href="{}" rel="noopener noreferrer nofollow">{}</a>').format(url, content)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from renderers.html import Crumb, Site, range_links
+from renderers.html import Crumb, Site, range_label, range_links
 from renderers.policy import pass_rate
 
 
@@ -44,8 +44,8 @@ class SummaryPage:
 
     def context(self) -> dict[str, Any]:
         return {
-            "title": f"OOT backends, last {self.days} days",
-            "crumbs": (Crumb(f"last {self.days} days"),),
+            "title": f"OOT backends, {range_label(self.days)}",
+            "crumbs": (Crumb(range_label(self.days)),),
             "ranges": range_links(self.days, self.site.summary, self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
