@@ -96,7 +96,10 @@ def check_status(view: PrView) -> tuple[str, str | None]:
 
 
 def headline_icon(view: PrView) -> str:
-    """❌ blocking failure > ⚠️ other failure > ⏳ running > ⚠️ cancelled / no report > ✅ all passed."""
+    """❌ blocking failure > ⚠️ other failure > ⏳ running (or no result yet for the current commit) >
+    ⚠️ cancelled / no report > ✅ all passed."""
+    if view.totals.total == 0:
+        return ICON_RUNNING
     return _icon(view.totals, blocking_failures=view.blocking_failures)
 
 

@@ -23,7 +23,7 @@ ZWSP = "&#8203;"
 # direction marks and BOM: removed, they could reorder or hide what a reader sees.
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _BREAKS = re.compile("[\t\n\r\u2028\u2029\x85]+")
-_WWW = re.compile(r"(?i)\b(www)\.")
+_WWW = re.compile(r"(?i)(www)\.")
 
 # Every character Markdown, GFM tables or HTML give a meaning inline -> a numeric reference (inert text).
 _ENTITIES = {

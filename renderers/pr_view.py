@@ -214,11 +214,6 @@ class PrView:
     def short_sha(self) -> str:
         return self.head_sha[:7]
 
-    @property
-    def page_path(self) -> str:
-        """Path (not URL) of this PR's page: ``/oot/pr/{owner}/{repo}/{number}`` (segments not yet encoded)."""
-        return f"/oot/pr/{self.upstream_repo}/{self.pr_number}"
-
 
 def has_results(view: PrView) -> bool:
     """Whether the PR has any displayable OOT result (current or superseded); without one, post nothing."""

@@ -265,7 +265,7 @@ def test_superseded_results_are_never_counted() -> None:
 def test_new_head_without_results_waits() -> None:
     view = view_of([row(sha=OLD_SHA, head=SHA)])
     comment = render_pr_comment(view) or ""
-    assert comment.splitlines()[1] == "## ✅ Out-of-Tree Backends: waiting for results for commit a1b2c3d"
+    assert comment.splitlines()[1] == "## ⏳ Out-of-Tree Backends: waiting for results for commit a1b2c3d"
     assert render_check_run(view).text == "No results for the current commit yet.\n"
 
 
@@ -348,6 +348,7 @@ def test_hostile_strings_stay_inert_in_the_check_run() -> None:
     ("@bob", "&#64;&#8203;bob"),
     ("see #12", "see &#35;&#8203;12"),
     ("www.x.org", "www&#8203;.x.org"),
+    ("xwww.x.org WWW.Y", "xwww&#8203;.x.org WWW&#8203;.Y"),
     ("https://x", "https&#58;&#8203;//x"),
     ("[a](b)", "&#91;a&#93;&#40;b&#41;"),
     ("![i](u)", "&#33;&#91;i&#93;&#40;u&#41;"),

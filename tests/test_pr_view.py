@@ -9,7 +9,7 @@ import pytest
 
 from ingest.extract import extract
 from ingest.stores.embedded import EmbeddedStore
-from renderers.markdown import check_status, render_pr_comment
+from renderers.markdown import check_status, render_check_run, render_pr_comment
 from renderers.policy import Verdict
 from renderers.pr_view import HEAD_FROM_NEWEST_RESULT, HEAD_FROM_WEBHOOK, PrView, build_pr_view, has_results
 from sql.pr_results import fetch_pr_rows
@@ -17,6 +17,7 @@ from sql.records import item_to_row
 from sql.saved import QueryParamError, load
 from sql.warehouse import Warehouse
 from tests.conftest import relay_payload
+from tests.test_markdown import assert_golden, assert_safe_structure
 
 PR = 170001
 OLD_HEAD = "3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b"
@@ -99,6 +100,9 @@ async def test_fixtures_with_webhook_head(warehouse: Warehouse) -> None:
     assert check_status(v) == ("completed", "success")  # every L4 job passed (one after a re-run)
     comment = render_pr_comment(v) or ""
     assert comment.splitlines()[1] == "## ⚠️ Out-of-Tree Backends: 1 failed · 2 passed"
+    assert_golden("pr_comment_fixtures.md", comment)
+    assert_golden("check_text_fixtures.md", render_check_run(v).text)
+    assert_safe_structure(comment, main_rows=2)
 
 
 async def test_also_failing_on_trunk(warehouse: Warehouse) -> None:
