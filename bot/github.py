@@ -7,7 +7,6 @@ writer owns retries and waits), and failures become the few error kinds the writ
 from __future__ import annotations
 
 import email.utils
-import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -18,8 +17,9 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestError, RequestFailed, RequestTimeout
 
 from bot.clock import Clock, RealClock
+from bot.logfmt import get_logger
 
-log = logging.getLogger("oot_hud.bot.github")
+log = get_logger("oot_hud.bot.github")
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 PER_PAGE = 100

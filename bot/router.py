@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-log = logging.getLogger("oot_hud.bot.router")
+from bot.logfmt import get_logger
+
+log = get_logger("oot_hud.bot.router")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class Delivery:
         return value if isinstance(value, int) else None
 
     def log_fields(self) -> dict[str, Any]:
-        return {"delivery_id": self.delivery_id, "event": self.event, "action": self.action,
+        return {"delivery_id": self.delivery_id, "github_event": self.event, "action": self.action,
                 "installation_id": self.installation_id}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +14,7 @@ from bot.context import HandlerContext
 from bot.github import GitHubApi, GitHubError, NotFound
 from bot.handlers import build_router
 from bot.handlers.results import on_results
+from bot.logfmt import get_logger
 from bot.pr_state import PrState
 from bot.render import Render, RenderSync, warehouse_renderer
 from bot.webhook import WebhookReceiver
@@ -23,7 +23,7 @@ from renderers.markdown import CHECK_RUN_NAME
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
-log = logging.getLogger("oot_hud.bot")
+log = get_logger("oot_hud.bot")
 
 
 class Bot:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -14,9 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bot.clock import Clock, RealClock
+from bot.logfmt import get_logger
 from bot.router import Delivery, Router
 
-log = logging.getLogger("oot_hud.bot.webhook")
+log = get_logger("oot_hud.bot.webhook")
 
 WEBHOOK_PATH = "/api/github/webhook"
 # GitHub caps deliveries at 25 MB; the events this App subscribes to are a few hundred KB at most.

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 from bot.clock import Clock, RealClock
 from bot.github import GitHubApi, GitHubError, NotFound, RateLimited, Transient, Unprocessable
+from bot.logfmt import get_logger
 from bot.pacing import Pacer
 from bot.render import Render, Rendered
 from renderers.markdown import COMMENT_MARKER, CheckRunOutput
 from sql.records import PrRef
 
-log = logging.getLogger("oot_hud.bot.writer")
+log = get_logger("oot_hud.bot.writer")
 
 T = TypeVar("T")
 TRANSIENT_RETRIES = 3

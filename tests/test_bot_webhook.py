@@ -194,8 +194,9 @@ async def test_a_failing_callback_does_not_stop_the_others(client: httpx.AsyncCl
         await deliver(client, "pull_request.opened", delivery="d-iso")
         await bot.drain()
     assert ran == ["d-iso"]
-    failure = next(r for r in caplog.records if r.getMessage() == "webhook callback failed")
-    assert failure.delivery_id == "d-iso" and failure.event == "pull_request" and failure.installation_id == 777
+    failure = next(r for r in caplog.records if "event=webhook_callback_failed" in r.getMessage())
+    assert "delivery_id=d-iso github_event=pull_request action=opened installation_id=777" in failure.getMessage()
+    assert failure.delivery_id == "d-iso" and failure.github_event == "pull_request" and failure.installation_id == 777
     assert bot.state.head(REPO, 170001) is not None, "the real handler still ran"
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from bot.context import HandlerContext
+from bot.logfmt import get_logger
 from bot.router import Delivery, Router
 from sql.records import PrRef
 
-log = logging.getLogger("oot_hud.bot.handlers.check_run")
+log = get_logger("oot_hud.bot.handlers.check_run")
 
 
 def router(ctx: HandlerContext) -> Router:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from bot.context import HandlerContext
+from bot.logfmt import get_logger
 from bot.router import Delivery, Router
 
-log = logging.getLogger("oot_hud.bot.handlers.installation")
+log = get_logger("oot_hud.bot.handlers.installation")
 
 ADDED_ACTIONS = ("created", "new_permissions_accepted", "unsuspend")
 REMOVED_ACTIONS = ("deleted", "suspend")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from bot.context import HandlerContext
+from bot.logfmt import get_logger
 from bot.pr_state import PrHead, when
 from bot.router import Delivery, Router
 from sql.records import PrRef
 
-log = logging.getLogger("oot_hud.bot.handlers.pull_request")
+log = get_logger("oot_hud.bot.handlers.pull_request")
 
 HEAD_ACTIONS = ("opened", "reopened", "synchronize", "closed")
 
