@@ -88,6 +88,15 @@ class PrState:
             {"repo": upstream_repo, "sha": head_sha})
         return sorted({int(row["pr_number"]) for row in rows if int(row["pr_number"]) > 0})
 
+    def changed_prs(self, since: datetime) -> list[tuple[str, int, datetime]]:
+        """PRs with a result received at or after ``since``: (repo, number, newest receipt)."""
+        rows = self._warehouse.query(
+            "SELECT upstream_repo AS repo, pr_number AS pr, max(received_at) AS newest FROM oot_job_results"
+            " WHERE received_at >= {since:DateTime64(3, 'UTC')} AND pr_number > 0 AND deleted = 0"
+            " GROUP BY upstream_repo, pr_number",
+            {"since": since})
+        return [(str(r["repo"]), int(r["pr"]), _aware(r["newest"])) for r in rows]
+
     # --- installations -----------------------------------------------------------------------------
     def load_installations(self) -> None:
         rows = self._warehouse.query(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,12 @@ from sql.warehouse import Warehouse
 log = get_logger("oot_hud.bot")
 
 
+# Results replicated by another process (the DynamoDB stream Lambda) are not announced here: the sweep
+# polls the warehouse for them. The overlap covers replication lag; the lookback a restart.
+POLL_OVERLAP = timedelta(minutes=10)
+POLL_LOOKBACK = timedelta(hours=1)
+
+
 class Bot:
     """The App: webhook receiver + handlers, the per-PR writer and the periodic sweep.
 
@@ -37,7 +44,7 @@ class Bot:
                  app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0, sweep: float = 60.0,
                  public_url: str = "http://127.0.0.1:8000", silence_hours: float = 6.0,
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
-                 render: RenderSync | None = None) -> None:
+                 render: RenderSync | None = None, poll_results: bool = False) -> None:
         self.clock = clock or RealClock()
         self.state = PrState(warehouse)
         self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
@@ -56,6 +63,9 @@ class Bot:
             state=self.state, mark_dirty=self.writer.mark_dirty, refresh=self.writer.refresh,
             check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None))
         self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn)
+        self.poll_results = poll_results
+        self._polled_at: datetime | None = None
+        self._seen: dict[tuple[str, int], datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -99,8 +109,28 @@ class Bot:
                 count = await self.writer.sweep_once()
                 if count:
                     log.info("sweep re-marked failed PRs", extra={"prs": count})
+                if self.poll_results:
+                    await self.poll_once()
             except Exception:
                 log.exception("sweep failed")
+
+    async def poll_once(self, now: datetime | None = None) -> int:
+        """Mark PRs whose results arrived since the last poll (replicated elsewhere); returns how many."""
+        now = now or datetime.now(UTC)
+        since = (self._polled_at or now - POLL_LOOKBACK) - POLL_OVERLAP
+        changed = await asyncio.to_thread(self.state.changed_prs, since)
+        marked = 0
+        for repo, number, newest in changed:
+            seen = self._seen.get((repo, number))
+            if seen is None or newest > seen:
+                self._seen[(repo, number)] = newest
+                self.writer.mark_dirty(PrRef(repo, number))
+                marked += 1
+        self._seen = {key: when for key, when in self._seen.items() if when >= since}
+        self._polled_at = now
+        if marked:
+            log.info("poll found changed PRs", extra={"prs": marked})
+        return marked
 
     async def drain(self) -> None:
         """Wait for in-flight webhook work and every pending PR write (tests, benchmark)."""

@@ -64,7 +64,9 @@ def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:
                webhook_secret=secret, api_url=settings.github_api_url, app_slug=settings.github_app_slug,
                debounce=settings.bot_debounce_seconds, pace=settings.bot_pace_seconds,
                sweep=settings.bot_sweep_seconds, public_url=settings.public_url,
-               silence_hours=settings.silence_hours)
+               silence_hours=settings.silence_hours,
+               # DynamoDB path: the stream replicator runs elsewhere and cannot announce to this process.
+               poll_results=bool(settings.dynamo_table))
 
 
 async def build_services(settings: Settings) -> Services:
