@@ -62,7 +62,7 @@ class PrState:
         self._warehouse.insert(PR_HEADS_TABLE, [row], PR_HEAD_COLUMNS)
         if head.installation_id:
             with self._lock:
-                self._installations.setdefault(head.upstream_repo, head.installation_id)
+                self._installations[head.upstream_repo] = head.installation_id  # newest webhook wins
 
     def head(self, upstream_repo: str, pr_number: int) -> PrHead | None:
         rows = self._warehouse.query(

@@ -32,6 +32,7 @@ TRANSIENT_RETRIES = 3
 RATE_LIMIT_RETRIES = 3
 TRANSIENT_BACKOFF_SECONDS = 2.0
 MAX_DELAY_FACTOR = 10  # a PR that never goes quiet is still written every debounce x this
+MAX_SLOTS = 20_000  # PRs remembered (cached comment/check ids); idle ones beyond this are forgotten
 
 InstallationLookup = Callable[[str], Awaitable[int | None]]
 
@@ -123,6 +124,7 @@ class Writer:
     def _mark(self, repo: str, number: int) -> None:
         slot = self._slots.get((repo, number))
         if slot is None:
+            self._forget_idle()
             slot = self._slots[(repo, number)] = PrSlot(repo, number)
         now = self._clock.monotonic()
         if not slot.dirty:
@@ -131,6 +133,15 @@ class Writer:
         slot.last_dirty = now
         if slot.task is None:
             slot.task = asyncio.get_running_loop().create_task(self._run(slot), name=f"oot-writer {slot.label}")
+
+    def _forget_idle(self) -> None:
+        """Bound memory: drop the oldest idle PRs (a forgotten PR finds its comment again by paging)."""
+        excess = len(self._slots) - MAX_SLOTS + 1
+        if excess <= 0:
+            return
+        idle = [key for key, s in self._slots.items() if s.task is None and not s.failed][:excess]
+        for key in idle:
+            del self._slots[key]
 
     def slot(self, repo: str, number: int) -> PrSlot | None:
         return self._slots.get((repo, number))
