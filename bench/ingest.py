@@ -1,0 +1,252 @@
+"""Ingest benchmark: accepted results/s and latency of ``POST /api/oot/results`` next to a bare endpoint.
+
+Starts (or targets) a real ``oot-hud serve`` on loopback and, in the same run, a bare FastAPI app under
+uvicorn that only parses the JSON; the same httpx client drives both. Then a paced run (200 req/s) for
+latency under a steady load, and optionally the server's RSS after N results.
+
+    .venv/bin/python bench/ingest.py                       # throughput + paced latency
+    .venv/bin/python bench/ingest.py --rss-results 100000  # ... and RSS after 100,000 results
+    .venv/bin/python bench/ingest.py --url http://127.0.0.1:8000 --token T --pid PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.servers import ServerProcess, free_port  # noqa: E402 - after the path setup
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "relay"
+PATH = "/api/oot/results"
+PLACEHOLDER = b"__BENCH_CHECK_RUN__"
+
+
+def templates() -> list[bytes]:
+    """Every good fixture with its check_run_id replaced by a placeholder (so each post is a new job)."""
+    out = []
+    for path in sorted(FIXTURES.glob("[0-9]*.json")):
+        body = json.loads(path.read_text())
+        body["untrusted"]["callback_payload"]["workflow"]["check_run_id"] = PLACEHOLDER.decode()
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def bodies(run: str) -> Iterator[bytes]:
+    """Varied keys: result i uses fixture i mod 13 and a check-run id unique to this run."""
+    shapes = templates()
+    i = 0
+    while True:
+        yield shapes[i % len(shapes)].replace(PLACEHOLDER, f"{run}-{i}".encode())
+        i += 1
+
+
+@dataclass
+class Result:
+    label: str
+    sent: int
+    accepted: int
+    seconds: float
+    latencies_ms: list[float]
+
+    def line(self) -> str:
+        lat = sorted(self.latencies_ms)
+        p50 = statistics.median(lat) if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        return (f"{self.label:<34} {self.accepted:>7}/{self.sent:<7} accepted  {self.accepted / self.seconds:8.0f}/s"
+                f"  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+    def p99(self) -> float:
+        lat = sorted(self.latencies_ms)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+FAILURES: dict[str, int] = {}
+
+
+async def _post(http: httpx.AsyncClient, body: bytes, latencies: list[float]) -> bool:
+    started = time.perf_counter()
+    try:
+        response = await http.post(PATH, content=body)
+    except httpx.HTTPError as exc:
+        FAILURES[type(exc).__name__] = FAILURES.get(type(exc).__name__, 0) + 1
+        return False
+    latencies.append((time.perf_counter() - started) * 1000)
+    if response.status_code != 200:
+        FAILURES[str(response.status_code)] = FAILURES.get(str(response.status_code), 0) + 1
+    return response.status_code == 200
+
+
+async def closed_loop(label: str, url: str, token: str, count: int, concurrency: int, run: str) -> Result:
+    """``concurrency`` workers post ``count`` results back to back: the most the server accepts."""
+    source = bodies(run)
+    latencies: list[float] = []
+    accepted = 0
+    headers = {"X-OOT-Relay-Token": token, "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        remaining = count
+
+        async def worker() -> None:
+            nonlocal remaining, accepted
+            while remaining > 0:
+                remaining -= 1
+                ok = await _post(http, next(source), latencies)  # await first: += would race
+                accepted += ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return Result(label, count, accepted, seconds, latencies)
+
+
+async def paced(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
+    """An open loop: one request every 1/rate s whatever the answers, latency of each."""
+    source = bodies(run)
+    latencies: list[float] = []
+    outcomes: list[bool] = []
+    headers = {"X-OOT-Relay-Token": token, "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        count = int(rate * seconds)
+        tasks = []
+        started = time.perf_counter()
+        for i in range(count):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_post(http, next(source), latencies)))
+        outcomes = list(await asyncio.gather(*tasks))
+        elapsed = time.perf_counter() - started
+    return Result(label, len(outcomes), sum(outcomes), elapsed, latencies)
+
+
+# ---- the bare endpoint: uvicorn + FastAPI, parse the JSON, answer ----
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post(PATH)
+    async def parse_only(request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        return JSONResponse({"ok": True, "status": "parsed", "keys": len(body)})
+
+    return app
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_bare() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port)], cwd=REPO_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url + PATH, content=b"{}", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the bare endpoint did not start")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def run(args: argparse.Namespace) -> int:
+    server: ServerProcess | None = None
+    scratch = tempfile.TemporaryDirectory(prefix="oot-bench-")
+    if args.url:
+        url, token, pid = args.url, args.token, args.pid
+    else:
+        env = {"OOT_HUD_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        if args.commit_window_ms is not None:
+            env["OOT_HUD_COMMIT_WINDOW_MS"] = str(args.commit_window_ms)
+        server = ServerProcess(Path(scratch.name) / "data", env=env).start()
+        url, token, pid = server.base_url, server.token, server.pid
+    bare, bare_url = start_bare()
+    stamp = str(int(time.time()))
+    try:
+        print(f"oot-hud at {url} (pid {pid}); bare FastAPI at {bare_url}; {args.count} posts, "
+              f"concurrency {args.concurrency}", flush=True)
+        # Warm both up (connections, first inserts, JIT-free but caches) before measuring.
+        await closed_loop("warm-up", url, token, 300, args.concurrency, f"w{stamp}")
+        await closed_loop("warm-up", bare_url, token, 300, args.concurrency, f"w{stamp}")
+        ours = await closed_loop("oot-hud (embedded store)", url, token, args.count, args.concurrency, f"a{stamp}")
+        base = await closed_loop("bare FastAPI (parse JSON only)", bare_url, token, args.count, args.concurrency,
+                                 f"a{stamp}")
+        print(ours.line())
+        print(base.line())
+        if FAILURES:
+            print(f"failures: {FAILURES}")
+        print(f"ratio: {ours.rate / base.rate:.0%} of the bare endpoint's throughput (target >= 50%)", flush=True)
+        steady = await paced(f"oot-hud paced {args.rate:.0f} req/s", url, token, args.rate, args.paced_seconds,
+                             f"p{stamp}")
+        print(steady.line())
+        print(f"p99 at {args.rate:.0f} req/s: {steady.p99():.1f} ms (target < 50 ms)", flush=True)
+        if pid:
+            print(f"server RSS now: {rss_mib(pid):.0f} MiB", flush=True)
+        if args.rss_results and pid:
+            done = 2 * 300 + args.count + steady.sent
+            todo = max(0, args.rss_results - done)
+            bulk = await closed_loop("bulk load", url, token, todo, args.concurrency, f"r{stamp}")
+            print(bulk.line())
+            print(f"server RSS after {done + todo} results: {rss_mib(pid):.0f} MiB (target < 600 MiB)", flush=True)
+    finally:
+        bare.kill()
+        bare.wait()
+        if server is not None:
+            server.stop()
+        scratch.cleanup()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="target a running server instead of starting one")
+    parser.add_argument("--token", default="", help="its relay token (with --url)")
+    parser.add_argument("--pid", type=int, default=0, help="its process id, for RSS (with --url)")
+    parser.add_argument("--count", type=int, default=5000, help="posts per throughput run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=200.0, help="paced run: requests a second")
+    parser.add_argument("--paced-seconds", type=float, default=15.0)
+    parser.add_argument("--rss-results", type=int, default=0, help="load this many results, then report RSS")
+    parser.add_argument("--commit-window-ms", type=float, default=None, help="the started server's window")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
