@@ -89,6 +89,8 @@ class GitHubFake:
         self._ids = itertools.count(1000)
         self._faults: list[Fault] = []
         self.on_request: Callable[[Recorded], None] | None = None
+        self.token_ttl = timedelta(hours=1)
+        self.installed_repos: set[str] | None = None  # None: installed everywhere
 
     # --- test helpers ------------------------------------------------------------------------------
     def install(self, router: respx.MockRouter) -> None:
@@ -174,12 +176,15 @@ class GitHubFake:
         if kind == "token":
             assert request.headers["authorization"].startswith("Bearer "), "token exchange needs the App JWT"
             self.tokens_issued += 1
-            expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            expires = (datetime.now(UTC) + self.token_ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
             return httpx.Response(201, json={"token": f"ghs_fake{self.tokens_issued}", "expires_at": expires})
         if kind in ("app", "installation"):
             assert request.headers["authorization"].startswith("Bearer "), "App routes use the JWT"
             if kind == "app":
                 return httpx.Response(200, json={"id": self.app_id, "slug": self.slug})
+            repo = "/".join(path.split("/")[2:4])
+            if self.installed_repos is not None and repo not in self.installed_repos:
+                return httpx.Response(404, json={"message": "Not Found"})
             return httpx.Response(200, json={"id": self.installation_id})
         assert request.headers["authorization"].startswith("token ghs_fake"), "installation token expected"
         parts = path.split("/")

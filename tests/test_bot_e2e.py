@@ -193,3 +193,15 @@ async def test_whole_service_posts_a_relay_result_to_github(
                 assert hook.status_code == 200
         finally:
             services.warehouse.command(f"DROP DATABASE IF EXISTS {services.warehouse.database}")
+
+
+async def test_repository_without_the_app_gets_nothing_and_is_not_retried(
+        bot: Bot, warehouse: Warehouse, github_fake: GitHubFake) -> None:
+    github_fake.installed_repos = {"pytorch/vision"}
+    await results(bot, warehouse, record(pr=PR, sha=SHA1, conclusion="failure"))
+    assert github_fake.writes() == []
+    assert [r.status for r in github_fake.calls("installation")] == [404]
+    assert bot.writer.failed_prs() == []
+    # Another repository where the App is installed is served as usual.
+    await results(bot, warehouse, record(pr=5, sha=SHA2, upstream="pytorch/vision"))
+    assert len(github_fake.bot_comments("pytorch/vision", 5)) == 1

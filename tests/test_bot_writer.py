@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -356,3 +357,27 @@ async def test_enterprise_server_base_url_is_honoured(app_private_key: str) -> N
         await settle(writer, 1)
     assert len(fake.bot_comments(REPO, 1)) == 1
     assert all(r.path.startswith("/") for r in fake.requests) and fake.tokens_issued == 1
+
+
+async def test_installation_token_is_refreshed_when_it_expires(github_fake: GitHubFake,
+                                                               app_private_key: str) -> None:
+    # githubkit keeps a token until a minute before it expires: this one is kept for ~1 s.
+    github_fake.token_ttl = timedelta(seconds=62)
+    board = Board()
+    board.state[(REPO, 1)] = rendered("one")
+    writer = make_writer(app_private_key, board)
+    await settle(writer, 1)
+    assert github_fake.tokens_issued == 1
+    await asyncio.sleep(2.1)
+    board.state[(REPO, 1)] = rendered("two")
+    await settle(writer, 1)
+    assert github_fake.tokens_issued == 2
+    assert [c["body"] for c in github_fake.bot_comments(REPO, 1)] == [f"{COMMENT_MARKER}\n## two"]
+
+
+def test_every_call_has_a_timeout_and_no_hidden_retry(app_private_key: str) -> None:
+    api = GitHubApi(APP_ID, app_private_key, base_url="https://ghe.test/api/v3")
+    config = api._client(INSTALLATION_ID).config
+    assert config.timeout.read and config.timeout.connect and config.timeout.pool
+    assert config.auto_retry is None and config.http_cache is False
+    assert str(config.base_url) == "https://ghe.test/api/v3/"
