@@ -45,7 +45,7 @@ class IngestContext:
     clock: Callable[[], datetime] = _utcnow
 
 
-def ingest_context() -> IngestContext:
+async def ingest_context() -> IngestContext:
     """Placeholder dependency: the app factory overrides it (``app.dependency_overrides``)."""
     raise RuntimeError("ingest_context is not wired: the app factory must override it")
 
@@ -144,6 +144,10 @@ def _reject_constant(name: str) -> Any:
     raise _Constant(f"{name} is not valid JSON")
 
 
+# One decoder: json.loads with any keyword argument builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON from the body bytes, or ``ExtractionError`` saying what is wrong with it."""
     if not raw.strip():
@@ -153,7 +157,7 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ExtractionError(f"the body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ExtractionError(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:

@@ -51,7 +51,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Ingest: one limiter for the app's life; store and tokens come from the running services.
     limiter = RateLimiter(settings.rate_limit_per_minute)
 
-    def _ingest_context(request: Request) -> IngestContext:
+    async def _ingest_context(request: Request) -> IngestContext:  # async: a sync one costs a thread hop
         current: Services = request.app.state.services
         return IngestContext(store=current.store, relay_tokens=current.relay_tokens, limiter=limiter,
                              max_body_bytes=settings.max_body_bytes)
