@@ -126,6 +126,16 @@ def deserialize_image(image: Mapping[str, Any]) -> dict[str, Any]:
     """
     item: dict[str, Any] = {}
     for name, wire in image.items():
+        # Hot path (every record, every attribute): plain strings and plain integers, no exceptions raised.
+        if type(wire) is dict and len(wire) == 1:
+            text = wire.get("S")
+            if type(text) is str:
+                item[name] = text
+                continue
+            text = wire.get("N")
+            if type(text) is str and len(text) < 19 and text.isascii() and text.isdigit():
+                item[name] = int(text)
+                continue
         if not isinstance(wire, dict) or len(wire) != 1:
             if isinstance(wire, Mapping) and len(wire) == 1:
                 wire = dict(wire)
@@ -153,10 +163,11 @@ def deserialize_image(image: Mapping[str, Any]) -> dict[str, Any]:
 
 def _number(name: str, text: str) -> int | float:
     """A DynamoDB number: int when integral, else float; NaN, infinities and overflow are poison."""
-    try:
-        return int(text)  # the common case (counters, versions, PR numbers), exact at any size
-    except ValueError:
-        pass
+    if "." not in text and "e" not in text.lower():
+        try:
+            return int(text)  # integral, exact at any size (range checks come with the column)
+        except ValueError:
+            pass
     try:
         number = Decimal(text)
     except ArithmeticError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -151,47 +151,83 @@ def item_to_row(item: Mapping[str, Any], *, deleted: bool = False, version: int 
     missing = [name for name in _REQUIRED if item.get(name) is None and not (name == "version" and version)]
     if missing:
         raise RowConversionError(f"item lacks {', '.join(missing)}")
-    row: list[Any] = []
-    for name, _type in COLUMNS:
-        value = item.get(name)
-        if name == "version" and version is not None:
-            value = version
-        elif name == "deleted":
-            value = 1 if deleted else 0
-        row.append(_convert(name, value))
+    # One precompiled converter per column: this runs once per replicated record, so it stays lean.
+    row = [convert(name, item.get(name)) for name, convert in _CONVERTERS]
+    if version is not None:
+        row[_VERSION_INDEX] = _to_int("version", version)
+    row[_DELETED_INDEX] = 1 if deleted else 0
     return row
 
 
-def _convert(name: str, value: Any) -> Any:
-    if name in _TIME_COLUMNS:
+def _time_converter(*, required: bool) -> Callable[[str, Any], Any]:
+    def convert(name: str, value: Any) -> Any:
+        if type(value) is str:
+            # The canonical stored form ("…Z") parses straight to an aware UTC datetime.
+            if value.endswith("Z"):
+                try:
+                    return datetime.fromisoformat(value)
+                except ValueError:
+                    pass
+            try:
+                return parse_time(value)
+            except ValueError as exc:
+                raise RowConversionError(f"{name} is not ISO-8601: {value[:40]!r}") from exc
         if value is None:
-            if name == "first_received_at":
-                raise RowConversionError("item lacks first_received_at")
+            if required:
+                raise RowConversionError(f"item lacks {name}")
             return None
         if isinstance(value, datetime):
             return value.astimezone(UTC)
-        if not isinstance(value, str):
-            raise RowConversionError(f"{name} is not a timestamp string")
-        try:
-            return parse_time(value)
-        except ValueError as exc:
-            raise RowConversionError(f"{name} is not ISO-8601: {value[:40]!r}") from exc
-    if name in _INT_COLUMNS:
+        raise RowConversionError(f"{name} is not a timestamp string")
+    return convert
+
+
+def _int_converter(default: int | None) -> Callable[[str, Any], Any]:
+    def convert(name: str, value: Any) -> Any:
+        if type(value) is int and 0 <= value <= _UINT64_MAX:
+            return value
         if value is None:
-            return 1 if name == "run_attempt" else (0 if name in {"pr_number", "version", "deleted"} else None)
+            return default
         return _to_int(name, value)
-    if name in _FLOAT_COLUMNS:
-        if value is None:
-            return None
-        number = float(value) if isinstance(value, Decimal | int | float) and not isinstance(value, bool) else None
-        if number is None or not math.isfinite(number):
-            raise RowConversionError(f"{name} is not a finite number")
-        return number
+    return convert
+
+
+def _float_converter(name: str, value: Any) -> Any:
     if value is None:
-        return _STRING_DEFAULTS.get(name, "")
-    if not isinstance(value, str):
+        return None
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
+        raise RowConversionError(f"{name} is not a finite number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise RowConversionError(f"{name} is not a finite number")
+    return number
+
+
+def _string_converter(default: str) -> Callable[[str, Any], Any]:
+    def convert(name: str, value: Any) -> Any:
+        if type(value) is str:
+            return value
+        if value is None:
+            return default
         raise RowConversionError(f"{name} is not a string")
-    return value
+    return convert
+
+
+def _converter_for(name: str) -> Callable[[str, Any], Any]:
+    if name in _TIME_COLUMNS:
+        return _time_converter(required=name == "first_received_at")
+    if name in _INT_COLUMNS:
+        return _int_converter(1 if name == "run_attempt" else (0 if name in {"pr_number", "version", "deleted"}
+                                                                else None))
+    if name in _FLOAT_COLUMNS:
+        return _float_converter
+    return _string_converter(_STRING_DEFAULTS.get(name, ""))
+
+
+_CONVERTERS: tuple[tuple[str, Callable[[str, Any], Any]], ...] = tuple(
+    (name, _converter_for(name)) for name in COLUMN_NAMES)
+_VERSION_INDEX = COLUMN_NAMES.index("version")
+_DELETED_INDEX = COLUMN_NAMES.index("deleted")
 
 
 def _to_int(name: str, value: Any) -> int:
