@@ -1,16 +1,34 @@
--- One backend's records over the last {days} days, one row per record (FINAL: the same merged or not), for
--- its {max_prs} most recently active PRs (all their head SHAs) and its {max_trunk} newest trunk commits
--- (pr_number 0: push / nightly / periodic). L1 (onboarding) records are never displayed.
+-- One backend's records over the last {days} days, one row per record, for its {max_prs} most recently
+-- active PRs (all their head SHAs) and its {max_trunk} newest trunk commits (pr_number 0: push / nightly /
+-- periodic). L1 (onboarding) records are never displayed. {now} is an ISO-8601 instant, or '' for the
+-- server's clock.
 -- The renderer applies the per-job policies (final attempt, legs, flaky, silence) with the same code as the
 -- PR view; this query adds, per row, the PR's current head SHA (oot_pr_heads from webhooks when known, else
 -- the SHA of the PR's newest record from any backend) so older commits can be marked superseded, and the
--- totals of PRs and trunk commits in the window (the page says when it shows fewer).
--- {now} is an ISO-8601 instant, or '' for the server's clock.
+-- numbers of PRs and trunk commits in the window (the page says when it shows fewer).
+-- Speed: choosing the PRs / commits needs no FINAL (the newest version of a record also has its newest
+-- receive time, so "most recent" is the same merged or not); FINAL then reads only those PRs' granules
+-- through the primary key (upstream_repo, pr_number, downstream_repo, ...).
 WITH
     bounds AS (
         SELECT
             coalesce(parseDateTime64BestEffortOrNull({now:String}, 3, 'UTC'), now64(3, 'UTC')) AS t_now,
             t_now - toIntervalDay({days:UInt32}) AS t_since
+    ),
+    candidates AS MATERIALIZED (
+        SELECT upstream_repo, pr_number, if(pr_number = 0, head_sha, '') AS trunk_sha, max(received_at) AS last_at
+        FROM oot_job_results
+        WHERE downstream_repo = {repo:String} AND deleted = 0 AND downstream_level != 'L1'
+          AND received_at >= (SELECT t_since FROM bounds)
+        GROUP BY upstream_repo, pr_number, trunk_sha
+    ),
+    recent_prs AS MATERIALIZED (
+        SELECT upstream_repo, pr_number FROM candidates WHERE pr_number != 0
+        ORDER BY last_at DESC, pr_number DESC LIMIT {max_prs:UInt32}
+    ),
+    recent_trunk AS MATERIALIZED (
+        SELECT upstream_repo, trunk_sha AS head_sha FROM candidates WHERE pr_number = 0
+        ORDER BY last_at DESC, head_sha LIMIT {max_trunk:UInt32}
     ),
     rows AS (
         SELECT
@@ -19,24 +37,10 @@ WITH
             conclusion, started_at, completed_at, queue_time_s, execution_time_s, tests_passed, tests_failed,
             tests_skipped, tests_total, first_received_at, received_at
         FROM oot_job_results FINAL
-        WHERE downstream_repo = {repo:String} AND deleted = 0 AND downstream_level != 'L1'
-          AND received_at >= (SELECT t_since FROM bounds)
-    ),
-    prs AS (
-        SELECT upstream_repo, pr_number, max(received_at) AS last_at
-        FROM rows WHERE pr_number != 0
-        GROUP BY upstream_repo, pr_number
-    ),
-    recent_prs AS (
-        SELECT upstream_repo, pr_number FROM prs ORDER BY last_at DESC, pr_number DESC LIMIT {max_prs:UInt32}
-    ),
-    trunk AS (
-        SELECT upstream_repo, head_sha, max(received_at) AS last_at
-        FROM rows WHERE pr_number = 0
-        GROUP BY upstream_repo, head_sha
-    ),
-    recent_trunk AS (
-        SELECT upstream_repo, head_sha FROM trunk ORDER BY last_at DESC, head_sha LIMIT {max_trunk:UInt32}
+        WHERE downstream_repo = {repo:String}
+          AND ((upstream_repo, pr_number) IN (SELECT upstream_repo, pr_number FROM recent_prs)
+               OR (pr_number = 0 AND (upstream_repo, head_sha) IN (SELECT upstream_repo, head_sha FROM recent_trunk)))
+          AND deleted = 0 AND downstream_level != 'L1' AND received_at >= (SELECT t_since FROM bounds)
     ),
     webhook_heads AS (
         SELECT upstream_repo, pr_number, argMax(head_sha, updated_at) AS sha
@@ -61,12 +65,10 @@ SELECT
     r.tests_failed AS tests_failed, r.tests_skipped AS tests_skipped, r.tests_total AS tests_total,
     r.first_received_at AS first_received_at, r.received_at AS received_at,
     if(r.pr_number = 0, r.head_sha, coalesce(w.sha, n.sha, r.head_sha)) AS current_head_sha,
-    (SELECT count() FROM prs) AS prs_total,
-    (SELECT count() FROM trunk) AS trunk_total
+    (SELECT countIf(pr_number != 0) FROM candidates) AS prs_total,
+    (SELECT countIf(pr_number = 0) FROM candidates) AS trunk_total
 FROM rows AS r
 LEFT JOIN webhook_heads AS w ON w.upstream_repo = r.upstream_repo AND w.pr_number = r.pr_number
 LEFT JOIN newest_heads AS n ON n.upstream_repo = r.upstream_repo AND n.pr_number = r.pr_number
-WHERE (r.pr_number != 0 AND (r.upstream_repo, r.pr_number) IN (SELECT upstream_repo, pr_number FROM recent_prs))
-   OR (r.pr_number = 0 AND (r.upstream_repo, r.head_sha) IN (SELECT upstream_repo, head_sha FROM recent_trunk))
 ORDER BY r.pr_number = 0, r.received_at DESC, r.workflow_name, r.job_name, r.run_attempt, r.check_run_id
-SETTINGS join_use_nulls = 1
+SETTINGS join_use_nulls = 1, enable_materialized_cte = 1

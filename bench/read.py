@@ -1,0 +1,219 @@
+"""Read-path benchmark: 1,000,000 synthetic job rows (100 backends, 5,000 PRs, re-runs, matrix legs, trunk
+runs) in an embedded warehouse of its own, then the latency of every saved query and page render, and the
+time to publish the whole static site.
+
+    .venv/bin/python bench/read.py [--rows 1000000] [--keep DIR]
+
+Targets (issue 4): PR query + Markdown < 50 ms; summary page < 300 ms; backend matrix < 300 ms; publishing
+the site for 100 backends < 60 s. Latencies are the median of several warm runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from oot_hud.pages import backend_html, summary_html
+from oot_hud.publish import render_site, write_site
+from renderers.backend import MAX_PRS, MAX_TRUNK
+from renderers.html import Site
+from sql.records import COLUMN_NAMES, format_time
+from sql.saved import load
+from sql.warehouse import Warehouse
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+BACKENDS = 100
+PRS = 5_000
+CHUNK = 100_000
+LEVELS = ["L4"] * 10 + ["L3"] * 30 + ["L2"] * 50 + ["L1"] * 10
+CONCLUSIONS = ["success"] * 85 + ["failure"] * 8 + ["timed_out"] * 2 + ["cancelled"] * 4 + ["skipped"]
+
+
+def backend_name(index: int) -> str:
+    return f"vendor{index:03d}/pytorch-backend-{index:03d}"
+
+
+def synthetic_rows(target: int, seed: int = 7) -> Iterator[list[Any]]:
+    """Rows in ``COLUMN_NAMES`` order until ``target``: PR runs by ~20 backends each, then trunk runs."""
+    rng = random.Random(seed)
+    col = {name: i for i, name in enumerate(COLUMN_NAMES)}
+    produced = 0
+    version = 1
+    jobs_per_backend = {b: [f"job-{j}" for j in range(rng.randint(3, 8))] for b in range(BACKENDS)}
+    legs_per_job = {(b, j): rng.choice([1, 1, 1, 2, 3]) for b in range(BACKENDS) for j in range(8)}
+
+    def make(b: int, pr: int, sha: str, job_index: int, job: str, attempt: int, leg: int, at: datetime,
+             event: str) -> list[Any]:
+        nonlocal version
+        version += 1
+        repo = backend_name(b)
+        out: list[Any] = [None] * len(COLUMN_NAMES)
+        delivery = f"{sha[:12]}-{pr}"
+        in_progress = at > NOW - timedelta(hours=2) and rng.random() < 0.5
+        conclusion = "" if in_progress else rng.choice(CONCLUSIONS)
+        started = at - timedelta(seconds=rng.randint(300, 5400))
+        values = {
+            "key": f"{repo}/{delivery}/ci/{job}/{pr}{attempt}{leg}{job_index}", "downstream_repo": repo,
+            "downstream_level": LEVELS[b], "event_type": event, "delivery_id": delivery,
+            "upstream_repo": "pytorch/pytorch", "pr_number": pr, "head_sha": sha,
+            "ref": "refs/heads/main" if pr == 0 else "", "workflow_name": "ci", "job_name": job,
+            "check_run_id": f"{pr}{attempt}{leg}{job_index}", "run_id": f"{pr}{b}", "run_attempt": attempt,
+            "workflow_url": f"https://github.com/{repo}/actions/runs/{pr}{b}",
+            "artifact_url": f"https://example.com/{repo}/{pr}" if leg == 0 else "", "schema_version": "1",
+            "status": "in_progress" if in_progress else "completed", "conclusion": conclusion,
+            "started_at": started, "completed_at": None if in_progress else at,
+            "queue_time_s": float(rng.randint(1, 600)), "execution_time_s": None if in_progress else
+            (at - started).total_seconds(),
+            "tests_passed": None if in_progress else rng.randint(100, 5000),
+            "tests_failed": None if in_progress else (0 if conclusion == "success" else rng.randint(1, 20)),
+            "tests_skipped": None if in_progress else rng.randint(0, 50), "tests_total": None,
+            "first_received_at": started, "received_at": at, "version": version, "deleted": 0,
+        }
+        for name, value in values.items():
+            out[col[name]] = value
+        return out
+
+    trunk_share = target // 12
+    pr = 0
+    while produced < target - trunk_share:
+        # PR numbers grow with time (as on GitHub): PR n opens at a time proportional to n over 30 days;
+        # ~15 backends x ~6 jobs x legs x re-runs x heads is ~185 rows a PR, so 5,000 PRs make ~920,000 rows
+        pr = pr % PRS + 1
+        heads = [f"{rng.getrandbits(160):040x}" for _ in range(rng.choice([1, 1, 2]))]
+        start = NOW - timedelta(days=30 * (1 - pr / PRS), hours=rng.random() * 12)
+        for b in rng.sample(range(BACKENDS), 15):
+            for h, sha in enumerate(heads):
+                at = start + timedelta(hours=6 * h)
+                for j, job in enumerate(jobs_per_backend[b]):
+                    attempts = 2 if rng.random() < 0.08 else 1
+                    for attempt in range(1, attempts + 1):
+                        for leg in range(legs_per_job[(b, j)]):
+                            yield make(b, pr, sha, j, job, attempt, leg,
+                                       min(at + timedelta(minutes=40 * attempt), NOW), "pull_request")
+                            produced += 1
+    while produced < target:
+        b = rng.randrange(BACKENDS)
+        sha = f"{rng.getrandbits(160):040x}"
+        at = NOW - timedelta(days=30 * rng.random())
+        for j, job in enumerate(jobs_per_backend[b][:3]):
+            yield make(b, 0, sha, j, job, 1, 0, at, rng.choice(["push", "push", "nightly", "periodic"]))
+            produced += 1
+
+
+def load_rows(warehouse: Warehouse, target: int) -> float:
+    started = time.perf_counter()
+    chunk: list[list[Any]] = []
+    for produced, r in enumerate(synthetic_rows(target), 1):
+        chunk.append(r)
+        if len(chunk) >= CHUNK:
+            warehouse.insert_job_rows(chunk)
+            chunk = []
+            print(f"  loaded {produced:,} rows", file=sys.stderr, flush=True)
+        if produced >= target:
+            break
+    warehouse.insert_job_rows(chunk)
+    return time.perf_counter() - started
+
+
+def median_ms(fn: Callable[[], Any], runs: int = 7) -> float:
+    fn()  # warm
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, default=None, help="data dir to reuse/keep (default: a temp dir)")
+    args = parser.parse_args()
+    data_dir = args.keep or Path(tempfile.mkdtemp(prefix="oot-bench-read-"))
+    warehouse = Warehouse.connect(url=None, data_dir=data_dir, database="bench_read")
+    warehouse.apply_schema()
+    have = warehouse.query("SELECT count() AS n FROM oot_job_results")[0]["n"]
+    if have < args.rows:
+        warehouse.command("TRUNCATE TABLE oot_job_results")
+        print(f"loading {args.rows:,} rows into {data_dir} ...", file=sys.stderr)
+        seconds = load_rows(warehouse, args.rows)
+        print(f"load: {args.rows:,} rows in {seconds:.1f} s")
+    stats = warehouse.query("SELECT count() AS n, uniqExact(downstream_repo) AS b, uniqExact(pr_number) AS p, "
+                            "countIf(run_attempt > 1) AS reruns "
+                            "FROM oot_job_results")[0]
+    print(f"data: {stats['n']:,} rows, {stats['b']} backends, {stats['p']:,} PR numbers (0 = trunk), "
+          f"{stats['reruns']:,} re-run rows")
+
+    now = format_time(NOW)
+    repo = warehouse.query("SELECT downstream_repo AS r FROM oot_job_results WHERE downstream_level = 'L4' "
+                           "GROUP BY r ORDER BY count() DESC LIMIT 1")[0]["r"]
+    pr = warehouse.query("SELECT pr_number AS p FROM oot_job_results WHERE pr_number != 0 "
+                         "GROUP BY p ORDER BY count() DESC LIMIT 1")[0]["p"]
+    results: list[tuple[str, float, float | None]] = []
+
+    def measure(label: str, fn: Callable[[], Any], target: float | None = None) -> None:
+        value = median_ms(fn)
+        results.append((label, value, target))
+        mark = "" if target is None else ("  ok" if value < target else f"  MISSED (target {target:.0f} ms)")
+        print(f"{label:<58} {value:8.1f} ms{mark}", flush=True)
+
+    for days in (1, 7, 30):
+        measure(f"query oot_summary days={days}",
+                lambda d=days: load("oot_summary").run(warehouse, {"days": d, "now": now, "silence_hours": 6}))
+    for days in (7, 30):
+        measure(f"query oot_backend_dashboard days={days}", lambda d=days: load("oot_backend_dashboard").run(
+            warehouse, {"repo": repo, "days": d, "now": now, "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK}))
+    for days in (1, 7, 30):
+        measure(f"page summary (query+build+render) days={days}",
+                lambda d=days: summary_html(warehouse, days=d, now=NOW, silence_hours=6, site=Site()), 300)
+    for days in (7, 30):
+        measure(f"page backend matrix days={days}",
+                lambda d=days: backend_html(warehouse, repo, days=d, now=NOW, silence_hours=6, site=Site()), 300)
+    try:
+        from renderers.markdown import render_check_run, render_pr_comment
+        from renderers.pr_view import build_pr_view
+    except ImportError:
+        print("(PR view / Markdown renderer not available: skipped)")
+    else:
+        measure("query oot_pr_results",
+                lambda: load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr}))
+
+        def pr_markdown() -> None:
+            rows = load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr})
+            view = build_pr_view(rows, now=NOW, silence_hours=6, public_url="https://hud.example",
+                                 upstream_repo="pytorch/pytorch", pr_number=pr)
+            render_pr_comment(view)
+            render_check_run(view)
+
+        measure("PR query + view + comment + check-run Markdown", pr_markdown, 50)
+
+    out = Path(tempfile.mkdtemp(prefix="oot-bench-site-"))
+    started = time.perf_counter()
+    files = render_site(warehouse, ranges=(1, 7, 30), now=NOW, silence_hours=6)
+    write_site(files, out)
+    publish_s = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in out.rglob("*.html"))
+    ok = "ok" if publish_s < 60 else "MISSED (target 60 s)"
+    print(f"{'publish whole site (1/7/30 days)':<58} {publish_s:8.1f} s   {len(files)} pages, "
+          f"{size / 1e6:.1f} MB  {ok}")
+    shutil.rmtree(out)
+    warehouse.close()
+    if args.keep is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
