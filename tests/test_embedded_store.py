@@ -113,6 +113,7 @@ async def test_a_fresh_store_reads_state_from_the_warehouse(warehouse: Warehouse
     await first.upsert(record("02_pr_completed_success"))
     await first.close()
     second = EmbeddedStore(warehouse, commit_window_ms=1, cache_size=0)
+    await second.start()  # loads the digests of stored keys: the stored key must still be read
     stale = await second.upsert(record("01_pr_in_progress"))
     again = await second.upsert(record("12_numeric_ids_variant"))  # the same job, numeric ids
     assert (stale.outcome, stale.version) == (Outcome.STALE, 1)
@@ -226,3 +227,24 @@ async def test_closed_store_refuses_writes(warehouse: Warehouse) -> None:
     with pytest.raises(StoreError):
         await store.upsert(record("01_pr_in_progress"))
     assert await EmbeddedStore(warehouse).ping()
+
+
+async def test_started_store_skips_the_read_for_new_keys(warehouse: Warehouse,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    await EmbeddedStore(warehouse, commit_window_ms=0).upsert(record("01_pr_in_progress"))
+    store = EmbeddedStore(warehouse, commit_window_ms=0, cache_size=0)
+    await store.start()
+    reads: list[str] = []
+    real_query = warehouse.query
+
+    def counting_query(sql: str, parameters: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        reads.append(sql)
+        return real_query(sql, parameters, **kwargs)
+
+    monkeypatch.setattr(warehouse, "query", counting_query)
+    new = await store.upsert(record("03_pr_other_job_in_progress"))
+    assert (new.outcome, new.version, reads) == (Outcome.STORED, 1, [])  # a key never stored: no read
+    again = await store.upsert(record("03_pr_other_job_in_progress"))
+    assert (again.version, len(reads)) == (2, 1)  # written since start (cache off): read, continued
+    old = await store.upsert(record("02_pr_completed_success"))
+    assert (old.version, len(reads)) == (2, 2)  # stored before start: read, continued

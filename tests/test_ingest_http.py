@@ -125,6 +125,7 @@ def harness_factory(store_kind: str, request: pytest.FixtureRequest, warehouse: 
         read = _dynamo_reader(request.getfixturevalue("dynamodb_client"), store.table_name)  # type: ignore[attr-defined]
     else:
         store = EmbeddedStore(warehouse, commit_window_ms=2)
+        store.load_known_keys()  # what start() does, as the served app would
         read = _warehouse_reader(warehouse)
 
     @contextlib.contextmanager
@@ -305,8 +306,9 @@ def server_log(caplog: pytest.LogCaptureFixture) -> str:
 
 async def test_unauthorised_body_is_not_read(harness: Harness) -> None:
     """A client without a token announcing 100 MB is answered 401 at once, without sending the body."""
-    status, _ = raw_request(harness.port, content_length=100 * 1024 * 1024, token=None)
-    assert status == 401
+    status, _, body = await asyncio.to_thread(raw_request, harness.port, content_length=100 * 1024 * 1024,
+                                              token=None)
+    assert (status, body["ok"]) == (401, False)
 
 
 # ---- 413 ----
@@ -324,75 +326,86 @@ async def test_exactly_two_mib_is_accepted(client: httpx.AsyncClient, harness: H
     assert harness.state() is not None
 
 
-async def test_one_byte_more_is_413(client: httpx.AsyncClient, harness: Harness) -> None:
-    response = await post(client, padded(MIB2 + 1))
-    assert response.status_code == 413
-    assert response.json() == {"ok": False, "error": "Content-Length announces more than 2097152 bytes, the most "
-                               "this endpoint accepts"}
+async def test_one_byte_more_is_413(harness: Harness) -> None:
+    status, _, body = await asyncio.to_thread(raw_request, harness.port, content_length=MIB2 + 1,
+                                              payload=padded(MIB2 + 1))
+    assert status == 413
+    assert body == {"ok": False, "error": "Content-Length announces more than 2097152 bytes, the most this "
+                    "endpoint accepts"}
     assert harness.read() == {}
 
 
-async def test_chunked_one_byte_more_is_413(client: httpx.AsyncClient, harness: Harness) -> None:
-    body = padded(MIB2 + 1)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 65536):
-            yield body[start:start + 65536]
-
-    response = await client.post(PATH, content=chunks(), headers={"X-OOT-Relay-Token": TOKEN})
-    assert response.status_code == 413
-    assert "streams more than 2097152 bytes" in response.json()["error"]
+async def test_chunked_one_byte_more_is_413(harness: Harness) -> None:
+    status, _, body = await asyncio.to_thread(raw_request, harness.port, payload=padded(MIB2 + 1))
+    assert status == 413
+    assert body == {"ok": False, "error": "the body streams more than 2097152 bytes, the most this endpoint "
+                    "accepts"}
     assert harness.read() == {}
 
 
-def raw_request(port: int, *, content_length: int | None = None, stream_bytes: int = 0,
-                token: str | None = TOKEN) -> tuple[int, int]:
-    """Send a POST by hand; stream ``stream_bytes`` chunked unless the server answers first.
+def raw_request(port: int, *, content_length: int | None = None, payload: bytes = b"", stream_bytes: int = 0,
+                token: str | None = TOKEN) -> tuple[int, int, Any]:
+    """Send a POST by hand: ``payload`` (chunked unless ``content_length``), then ``stream_bytes`` more of
+    filler, stopping as soon as the server answers (it may answer before reading everything).
 
-    Returns (status, bytes of body sent before the answer arrived).
+    Returns (status, body bytes sent before the answer arrived, the JSON answer).
     """
     headers = [f"POST {PATH} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
     if token:
         headers.append(f"X-OOT-Relay-Token: {token}")
-    headers.append(f"Content-Length: {content_length}" if content_length is not None
-                   else "Transfer-Encoding: chunked")
+    chunked = content_length is None
+    headers.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {content_length}")
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sent = 0
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(payload), 65536):
+            yield payload[start:start + 65536]
+        for _ in range(0, stream_bytes, 65536):
+            yield b"[" * 65536
+
     try:
         sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
-        chunk = b"[" * 65536
-        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        while sent < stream_bytes:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
-                break
+        for piece in pieces():
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered
             try:
-                sock.sendall(framed)
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
             except (BrokenPipeError, ConnectionResetError):
                 break
-            sent += len(chunk)
+            sent += len(piece)
+        else:
+            if chunked:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(b"0\r\n\r\n")
         response = b""
         with contextlib.suppress(ConnectionResetError):
-            while b"\r\n" not in response:
-                data = sock.recv(4096)
+            while True:
+                data = sock.recv(65536)
                 if not data:
                     break
                 response += data
-        return int(response.split(b" ", 2)[1]), sent
+                head, _, rest = response.partition(b"\r\n\r\n")
+                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")]
+                if length and len(rest) >= length[0]:
+                    break
+        head, _, rest = response.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), sent, json.loads(rest) if rest else None
     finally:
         sock.close()
 
 
 async def test_announced_100_mb_is_refused_before_reading(harness: Harness) -> None:
     started = time.monotonic()
-    status, _ = await asyncio.to_thread(raw_request, harness.port, content_length=100 * 1024 * 1024)
-    assert status == 413
+    status, _, body = await asyncio.to_thread(raw_request, harness.port, content_length=100 * 1024 * 1024)
+    assert (status, body["ok"]) == (413, False)
     assert time.monotonic() - started < 5  # answered without waiting for a body that never comes
 
 
 async def test_streaming_100_mb_is_cut_off_near_the_cap(harness: Harness) -> None:
-    status, sent = await asyncio.to_thread(raw_request, harness.port, stream_bytes=100 * 1024 * 1024)
-    assert status == 413
+    status, sent, body = await asyncio.to_thread(raw_request, harness.port, stream_bytes=100 * 1024 * 1024)
+    assert (status, body["ok"]) == (413, False)
     # The answer came while the client was still sending: far below 100 MB (socket buffers hold a few MB).
     assert sent < 16 * 1024 * 1024
     assert harness.read() == {}

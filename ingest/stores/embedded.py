@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ingest.merge import merge
 from ingest.stores.base import OnChange, Outcome, StoreError, UpsertResult
+from ingest.stores.known_keys import KnownKeys
 from sql.records import JOB_RESULTS_TABLE, JobRecord, PrRef, RowConversionError, format_time, item_to_row
 from sql.warehouse import Warehouse, WarehouseError
 
@@ -63,10 +65,17 @@ class EmbeddedStore:
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._closed = False
+        self._known: KnownKeys | None = None  # None until start(): then every unknown key is read
         self.groups_committed = 0  # for tests and the benchmark: how well writes were grouped
 
     async def start(self) -> None:
+        """Load the digests of the stored keys, so writes of new keys skip the state read."""
         self._closed = False
+        await asyncio.to_thread(self.load_known_keys)
+
+    def load_known_keys(self) -> None:
+        """Blocking part of ``start`` (for callers without a running loop)."""
+        self._known = KnownKeys.load(self._warehouse)
 
     async def upsert(self, record: JobRecord) -> UpsertResult:
         if self._closed:
@@ -85,10 +94,13 @@ class EmbeddedStore:
             await asyncio.sleep(self._window_s)
         while self._pending:
             group, self._pending = self._pending[:self._max_group], self._pending[self._max_group:]
+            started = time.perf_counter()
             try:
                 outcomes = await asyncio.to_thread(self._commit, [p.record for p in group])
             except Exception as exc:  # one failure answers the whole group with a retryable error
                 outcomes = [_as_store_error(exc) for _ in group]
+            log.debug("event=group_committed size=%d ms=%.1f waiting=%d", len(group),
+                      (time.perf_counter() - started) * 1000, len(self._pending))
             changed: dict[PrRef, None] = {}
             for pending, outcome in zip(group, outcomes, strict=True):
                 if pending.future.done():
@@ -104,10 +116,11 @@ class EmbeddedStore:
     def _commit(self, records: list[JobRecord]) -> list[UpsertResult | StoreError]:
         """Merge a group in arrival order and insert one row per changed key (runs in a worker thread)."""
         keys = list(dict.fromkeys(record.key for record in records))
-        unknown = {key for key in keys if key not in self._cache}
         current: dict[str, dict[str, Any] | None] = {key: self._cached(key) for key in keys}
-        if unknown:
-            current.update(self._load([r for r in records if r.key in unknown]))
+        known = self._known
+        to_read = {key for key in keys if current[key] is None and (known is None or known.may_exist(key))}
+        if to_read:
+            current.update(self._load([r for r in records if r.key in to_read]))
         results: list[UpsertResult | StoreError] = []
         changed: set[str] = set()
         for record in records:
@@ -122,6 +135,8 @@ class EmbeddedStore:
                 rows.append(item_to_row(current[key] or {}))
             except RowConversionError as exc:  # extraction should make this impossible; never lose the rest
                 poisoned[key] = StoreError(f"cannot convert the record to a row: {exc}")
+        if known is not None:
+            known.add(changed)  # before the insert: a failed one may still have landed in part
         try:
             self._warehouse.insert_job_rows(rows)
         except WarehouseError:
