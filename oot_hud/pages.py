@@ -49,8 +49,11 @@ def summary_rows(warehouse: Warehouse, *, days: int, now: datetime, silence_hour
                                                "silence_hours": silence_hours})
 
 
-def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float, site: Site) -> str:
-    rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
+def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float, site: Site,
+                 rows: list[dict] | None = None) -> str:
+    """The summary page; ``rows`` (already-fetched ``oot_summary`` rows) spares the query."""
+    if rows is None:
+        rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
     return render_summary(build_summary(rows, days=days, now=now, site=site))
 
 

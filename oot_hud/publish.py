@@ -12,6 +12,7 @@ While ``oot-hud serve`` holds the embedded data directory, the pages come from t
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import logging
@@ -63,18 +64,26 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
     for days in ranges:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
         backends.update((str(row["downstream_repo"]), None) for row in rows)
-        files[f"{days}d/index.html"] = summary_html(warehouse, days=days, now=now,
-                                                    silence_hours=silence_hours, site=site.at(1))
+        files[f"{days}d/index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
+                                                    site=site.at(1), rows=rows)
         if days == default:
             files["index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
-                                               site=site.at(0))
+                                               site=site.at(0), rows=rows)
+    pages = []
     for repo in backends:
         if not is_repo_name(repo):
             log.warning("backend name %r cannot be a path; no page published for it", repo[:100])
             continue
-        for days in ranges:
-            files[f"{days}d/{repo}/index.html"] = backend_html(warehouse, repo, days=days, now=now,
-                                                               silence_hours=silence_hours, site=site.at(3))
+        pages += [(f"{days}d/{repo}/index.html", repo, days) for days in ranges]
+
+    def render(page: tuple[str, str, int]) -> tuple[str, str]:
+        path, repo, days = page
+        return path, backend_html(warehouse, repo, days=days, now=now, silence_hours=silence_hours,
+                                  site=site.at(3))
+
+    # Two workers: one renders (Python) while the other waits on the warehouse (its queries are serialised).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish") as pool:
+        files.update(pool.map(render, pages))
     return files
 
 

@@ -17,7 +17,7 @@ from renderers.policy import pass_rate
 from renderers.pr_view import BackendResult, JobResult, VerdictCounts, build_pr_view
 from sql.records import parse_time
 
-MAX_PRS = 200  # PR rows per page (newest activity first); the page says how many more there are
+MAX_PRS = 100  # PRs per page (newest activity first); the page says how many more there are
 MAX_TRUNK = 30  # trunk commits per page
 
 

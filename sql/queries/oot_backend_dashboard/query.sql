@@ -65,9 +65,10 @@ SELECT
     r.tests_failed AS tests_failed, r.tests_skipped AS tests_skipped, r.tests_total AS tests_total,
     r.first_received_at AS first_received_at, r.received_at AS received_at,
     if(r.pr_number = 0, r.head_sha, coalesce(w.sha, n.sha, r.head_sha)) AS current_head_sha,
-    (SELECT countIf(pr_number != 0) FROM candidates) AS prs_total,
-    (SELECT countIf(pr_number = 0) FROM candidates) AS trunk_total
+    t.prs_total AS prs_total,
+    t.trunk_total AS trunk_total
 FROM rows AS r
+CROSS JOIN (SELECT countIf(pr_number != 0) AS prs_total, countIf(pr_number = 0) AS trunk_total FROM candidates) AS t
 LEFT JOIN webhook_heads AS w ON w.upstream_repo = r.upstream_repo AND w.pr_number = r.pr_number
 LEFT JOIN newest_heads AS n ON n.upstream_repo = r.upstream_repo AND n.pr_number = r.pr_number
 ORDER BY r.pr_number = 0, r.received_at DESC, r.workflow_name, r.job_name, r.run_attempt, r.check_run_id
