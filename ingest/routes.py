@@ -45,9 +45,21 @@ class IngestContext:
     clock: Callable[[], datetime] = _utcnow
 
 
-async def ingest_context() -> IngestContext:
-    """Placeholder dependency: the app factory overrides it (``app.dependency_overrides``)."""
-    raise RuntimeError("ingest_context is not wired: the app factory must override it")
+IngestContextProvider = Callable[[Request], IngestContext]
+CONTEXT_STATE = "ingest_context"  # app.state attribute the app factory sets to a provider
+
+
+async def ingest_context(request: Request) -> IngestContext:
+    """The endpoint's context, from the provider the app factory put on ``app.state``.
+
+    Wired through app state rather than ``app.dependency_overrides``: while any override is registered,
+    FastAPI rebuilds every route's dependency tree (signature inspection, annotation evaluation) on every
+    request, which cost ~1 ms per result. Tests may still override this dependency.
+    """
+    provider: IngestContextProvider | None = getattr(request.app.state, CONTEXT_STATE, None)
+    if provider is None:
+        raise RuntimeError(f"app.state.{CONTEXT_STATE} is not set: the app factory must provide it")
+    return provider(request)
 
 
 class IngestRoute(APIRoute):

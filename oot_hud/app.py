@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from bot.webhook import WebhookReceiver, webhook_api
 from ingest.ratelimit import RateLimiter
-from ingest.routes import IngestContext, ingest_context
+from ingest.routes import CONTEXT_STATE as INGEST_CONTEXT_STATE
+from ingest.routes import IngestContext
 from ingest.routes import router as ingest_router
 from oot_hud.pages import router as pages_router
 from oot_hud.pr_pages import router as pr_pages_router
@@ -51,12 +52,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Ingest: one limiter for the app's life; store and tokens come from the running services.
     limiter = RateLimiter(settings.rate_limit_per_minute)
 
-    async def _ingest_context(request: Request) -> IngestContext:  # async: a sync one costs a thread hop
+    def _ingest_context(request: Request) -> IngestContext:
         current: Services = request.app.state.services
         return IngestContext(store=current.store, relay_tokens=current.relay_tokens, limiter=limiter,
                              max_body_bytes=settings.max_body_bytes)
 
-    app.dependency_overrides[ingest_context] = _ingest_context
+    # Provided on app.state, not app.dependency_overrides: any override makes FastAPI rebuild every
+    # route's dependencies on every request (see ingest.routes.ingest_context).
+    setattr(app.state, INGEST_CONTEXT_STATE, _ingest_context)
     app.include_router(ingest_router)
     app.include_router(pr_pages_router)  # /oot/pr/{owner}/{repo}/{number}
     app.include_router(pages_router)  # /, /oot, /oot/{org}/{repo}

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -34,13 +34,15 @@ class ServerProcess:
     """One oot-hud server subprocess; ``base_url`` and ``token`` are what a client needs."""
 
     def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, token: str | None = None,
-                 port: int | None = None, log_level: str = "warning") -> None:
+                 port: int | None = None, log_level: str = "warning",
+                 entry: Sequence[str] = ("-m", "oot_hud")) -> None:
         self.data_dir = data_dir
         self.token = token or secrets.token_urlsafe(24)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.log_level = log_level
+        self.entry = list(entry)  # how Python runs the CLI (a wrapper script, for profiling)
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("OOT_HUD_")}
         self.env.update({"OOT_HUD_DATA_DIR": str(data_dir), "OOT_HUD_RELAY_TOKENS": self.token,
                          "PYTHONUNBUFFERED": "1"})
@@ -62,7 +64,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # the child keeps its own copy of the descriptor
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oot_hud", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                [sys.executable, *self.entry, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", self.log_level],
                 env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
