@@ -1,4 +1,4 @@
-"""The ``oot-hud`` command line: ``serve`` (later: ``dynamo``, ``replicate``, ``publish``)."""
+"""The ``oot-hud`` command line: ``serve``, ``dynamo create-table``, ``replicate``, ``publish``."""
 
 from __future__ import annotations
 
