@@ -10,8 +10,8 @@
 -- or '' for the server's clock. The window uses the server's receive time (downstream clocks are
 -- untrusted); the per-day series buckets each job by its last receipt.
 -- Verdicts are ranked by severity (pr_view.VERDICT_SEVERITY): 6 failure, 5 timed_out, 4 cancelled,
--- 3 no report, 2 running, 1 success; max((run_attempt, severity)) is then the final attempt's worst leg,
--- so one GROUP BY per job does it (speed: see docs/read-path.md).
+-- 3 no report, 2 running, 1 success; the maximum of (run_attempt, severity) is then the final attempt's
+-- worst leg, so one GROUP BY per job does it (speed: see docs/read-path.md).
 WITH
     bounds AS (
         SELECT
@@ -37,11 +37,14 @@ WITH
           AND downstream_level != 'L1'
     ),
     jobs AS (
+        -- The final attempt's worst leg and longest leg: max over run_attempt * 8 + severity (and
+        -- run_attempt * 2^32 + seconds + 1, 0 = unknown) are integer maxima, far cheaper than tuples.
         SELECT
             any(downstream_repo) AS backend,
             any(pr_number) = 0 AS trunk,
-            max((run_attempt, severity)).2 AS sev,
-            max((run_attempt, duration_s)).2 AS duration,
+            max(toUInt64(run_attempt) * 8 + severity) % 8 AS sev,
+            toInt64(max(toUInt64(run_attempt) * 4294967296 + toUInt32(least(duration_s + 1, 4294967295)))
+                    % 4294967296) - 1 AS duration,
             countIf(severity IN (5, 6)) > 0 AS any_failed_leg,
             max(received_at) AS job_at,
             argMax(downstream_level, received_at) AS job_level
@@ -49,34 +52,42 @@ WITH
         -- A 64-bit hash of the job's identity groups ~3x faster than the six columns (strings); a collision
         -- among a million jobs has a probability of about 1e-8 and would merge two jobs' counts.
         GROUP BY cityHash64(downstream_repo, upstream_repo, pr_number, head_sha, workflow_name, job_name)
+    ),
+    daily AS (
+        SELECT
+            backend, toDate(job_at) AS day,
+            countIf(sev = 1) AS s, countIf(sev = 6) AS f, countIf(sev = 5) AS t, countIf(sev = 4) AS c,
+            countIf(sev = 2) AS r, countIf(sev = 3) AS nr,
+            -- flaky: the final attempt passed, so any failed leg was on an earlier attempt
+            countIf(sev = 1 AND any_failed_leg) AS flaky,
+            sumIf(duration, duration >= 0) AS dur_sum, countIf(duration >= 0) AS dur_n,
+            countIf(trunk AND sev = 1) AS trunk_s, countIf(trunk AND sev = 6) AS trunk_f,
+            countIf(trunk AND sev = 5) AS trunk_t,
+            max(job_at) AS day_at, argMax(job_level, job_at) AS day_level
+        FROM jobs
+        GROUP BY backend, day
     )
-SELECT * EXCEPT (series)
-FROM
-(
-    SELECT
-        backend AS downstream_repo,
-        argMax(job_level, job_at) AS level,
-        countIf(sev = 1) AS successes,
-        countIf(sev = 6) AS failures,
-        countIf(sev = 5) AS timed_out,
-        countIf(sev = 4) AS cancelled,
-        countIf(sev = 2) AS running,
-        countIf(sev = 3) AS no_report,
-        -- flaky: the final attempt passed, so any failed leg was on an earlier attempt
-        countIf(sev = 1 AND any_failed_leg) AS flaky,
-        count() AS total,
-        if(countIf(duration >= 0) = 0, NULL, avgIf(duration, duration >= 0)) AS avg_duration_s,
-        max(job_at) AS last_run,
-        countIf(trunk AND sev = 1) AS trunk_successes,
-        countIf(trunk AND sev = 6) AS trunk_failures,
-        countIf(trunk AND sev = 5) AS trunk_timed_out,
-        sumMap([toDate(job_at)], [toUInt64(sev = 1)], [toUInt64(sev IN (1, 5, 6))]) AS series,
-        series.1 AS series_days,
-        series.2 AS series_successes,
-        series.3 AS series_judged
-    FROM jobs
-    GROUP BY backend
-)
+SELECT
+    backend AS downstream_repo,
+    argMax(day_level, day_at) AS level,
+    sum(s) AS successes,
+    sum(f) AS failures,
+    sum(t) AS timed_out,
+    sum(c) AS cancelled,
+    sum(r) AS running,
+    sum(nr) AS no_report,
+    sum(flaky) AS flaky,
+    sum(s + f + t + c + r + nr) AS total,
+    if(sum(dur_n) = 0, NULL, sum(dur_sum) / sum(dur_n)) AS avg_duration_s,
+    max(day_at) AS last_run,
+    sum(trunk_s) AS trunk_successes,
+    sum(trunk_f) AS trunk_failures,
+    sum(trunk_t) AS trunk_timed_out,
+    arraySort(groupArrayIf(day, s + f + t > 0)) AS series_days,
+    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s), s + f + t > 0))) AS series_successes,
+    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s + f + t), s + f + t > 0))) AS series_judged
+FROM daily
+GROUP BY backend
 ORDER BY
     successes + failures + timed_out = 0,
     if(successes + failures + timed_out = 0, 0, successes / (successes + failures + timed_out)),
