@@ -32,6 +32,7 @@ from sql.warehouse import Warehouse
 log = logging.getLogger("oot_hud.publish")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".json": "application/json", ".svg": "image/svg+xml"}
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 MAX_SITE_BYTES = 512 * 1024 * 1024  # refuse a server answer beyond this (a sanity bound, not a budget)
 
 
@@ -149,6 +150,11 @@ def fetch_site(server_url: str, ranges: Iterable[int], *, timeout: float = 300.0
 async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(str, RANGES))) -> Response:
     import asyncio
 
+    # Rendering the whole site is heavy: only the machine's own `oot-hud publish` may ask for it.
+    client = request.client.host if request.client else ""
+    if client not in LOOPBACK:
+        return PlainTextResponse("the site archive is served to loopback clients only; run `oot-hud publish` "
+                                 "on the server's machine", status_code=403)
     try:
         ranges = parse_ranges(days)
     except PublishError as exc:

@@ -117,6 +117,14 @@ def test_fetch_from_running_server_equals_local_render(warehouse: Warehouse, tmp
     assert fetched == render_site(warehouse, ranges=(1, 7), now=NOW, silence_hours=6)
 
 
+async def test_site_archive_refused_to_remote_clients(warehouse: Warehouse, tmp_path: Path) -> None:
+    app = build_app(warehouse, tmp_path, now=NOW)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/api/oot/site.tar.gz")
+    assert response.status_code == 403 and "loopback clients only" in response.text
+
+
 def test_upload_to_s3(moto_endpoint: str, tmp_path: Path) -> None:
     import boto3
 
