@@ -57,10 +57,17 @@ def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hour
     return render_summary(build_summary(rows, days=days, now=now, site=site))
 
 
-def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, silence_hours: float,
-                 site: Site) -> str:
-    rows = load("oot_backend_dashboard").run(warehouse, {
+def dashboard_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
+    """``oot_backend_dashboard`` rows of one backend, or of every backend when ``repo`` is ''."""
+    return load("oot_backend_dashboard").run(warehouse, {
         "repo": repo, "days": days, "now": format_time(now), "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK})
+
+
+def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, silence_hours: float,
+                 site: Site, rows: list[dict] | None = None) -> str:
+    """A backend's matrix page; ``rows`` (already-fetched dashboard rows of this backend) spares the query."""
+    if rows is None:
+        rows = dashboard_rows(warehouse, repo, days=days, now=now)
     page = build_backend(rows, repo=repo, days=days, now=now, site=site, silence_hours=silence_hours)
     return render_backend(page)
 

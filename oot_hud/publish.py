@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from oot_hud.pages import NowDep, backend_html, summary_html, summary_rows
+from oot_hud.pages import NowDep, backend_html, dashboard_rows, summary_html, summary_rows
 from renderers.html import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from sql.warehouse import Warehouse
 
@@ -70,21 +70,24 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
         if days == default:
             files["index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
                                                site=site.at(0), rows=rows)
-    pages = []
-    for repo in backends:
-        if not is_repo_name(repo):
-            log.warning("backend name %r cannot be a path; no page published for it", repo[:100])
-            continue
-        pages += [(f"{days}d/{repo}/index.html", repo, days) for days in ranges]
+    repos = [repo for repo in backends if is_repo_name(repo)]
+    for repo in backends.keys() - set(repos):
+        log.warning("backend name %r cannot be a path; no page published for it", repo[:100])
 
-    def render(page: tuple[str, str, int]) -> tuple[str, str]:
-        path, repo, days = page
-        return path, backend_html(warehouse, repo, days=days, now=now, silence_hours=silence_hours,
-                                  site=site.at(3))
+    def render_range(days: int) -> dict[str, str]:
+        # One dashboard query for every backend of the range, then each backend's page from its rows.
+        by_repo: dict[str, list[dict]] = {}
+        for row in dashboard_rows(warehouse, "", days=days, now=now):
+            by_repo.setdefault(str(row["downstream_repo"]), []).append(row)
+        return {f"{days}d/{repo}/index.html": backend_html(warehouse, repo, days=days, now=now,
+                                                          silence_hours=silence_hours, site=site.at(3),
+                                                          rows=by_repo.get(repo, []))
+                for repo in repos}
 
-    # Two workers: one renders (Python) while the other waits on the warehouse (its queries are serialised).
+    # Two workers: one renders (Python) while the other waits on the warehouse.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish") as pool:
-        files.update(pool.map(render, pages))
+        for pages in pool.map(render_range, ranges):
+            files.update(pages)
     return files
 
 

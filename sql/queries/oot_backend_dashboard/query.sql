@@ -1,11 +1,11 @@
--- One backend's records over the last {days} days, one row per record, for its {max_prs} most recently
--- active PRs (all their head SHAs) and its {max_trunk} newest trunk commits (pr_number 0: push / nightly /
--- periodic). L1 (onboarding) records are never displayed. {now} is an ISO-8601 instant, or '' for the
--- server's clock.
+-- One backend's records ({repo}; '' = every backend at once, for publishing) over the last {days} days, one
+-- row per record, for each backend's {max_prs} most recently active PRs (all their head SHAs) and its
+-- {max_trunk} newest trunk commits (pr_number 0: push / nightly / periodic). L1 (onboarding) records are
+-- never displayed. {now} is an ISO-8601 instant, or '' for the server's clock.
 -- The renderer applies the per-job policies (final attempt, legs, flaky, silence) with the same code as the
 -- PR view; this query adds, per row, the PR's current head SHA (oot_pr_heads from webhooks when known, else
 -- the SHA of the PR's newest record from any backend) so older commits can be marked superseded, and the
--- numbers of PRs and trunk commits in the window (the page says when it shows fewer).
+-- numbers of PRs and trunk commits of the backend in the window (the page says when it shows fewer).
 -- Speed: choosing the PRs / commits needs no FINAL (the newest version of a record also has its newest
 -- receive time, so "most recent" is the same merged or not); FINAL then reads only those PRs' granules
 -- through the primary key (upstream_repo, pr_number, downstream_repo, ...).
@@ -16,19 +16,25 @@ WITH
             t_now - toIntervalDay({days:UInt32}) AS t_since
     ),
     candidates AS MATERIALIZED (
-        SELECT upstream_repo, pr_number, if(pr_number = 0, head_sha, '') AS trunk_sha, max(received_at) AS last_at
+        SELECT downstream_repo, upstream_repo, pr_number, if(pr_number = 0, head_sha, '') AS trunk_sha,
+               max(received_at) AS last_at
         FROM oot_job_results
-        WHERE downstream_repo = {repo:String} AND deleted = 0 AND downstream_level != 'L1'
-          AND received_at >= (SELECT t_since FROM bounds)
-        GROUP BY upstream_repo, pr_number, trunk_sha
+        WHERE ({repo:String} = '' OR downstream_repo = {repo:String}) AND deleted = 0
+          AND downstream_level != 'L1' AND received_at >= (SELECT t_since FROM bounds)
+        GROUP BY downstream_repo, upstream_repo, pr_number, trunk_sha
     ),
     recent_prs AS MATERIALIZED (
-        SELECT upstream_repo, pr_number FROM candidates WHERE pr_number != 0
-        ORDER BY last_at DESC, pr_number DESC LIMIT {max_prs:UInt32}
+        SELECT downstream_repo, upstream_repo, pr_number FROM candidates WHERE pr_number != 0
+        ORDER BY last_at DESC, pr_number DESC LIMIT {max_prs:UInt32} BY downstream_repo
     ),
     recent_trunk AS MATERIALIZED (
-        SELECT upstream_repo, trunk_sha AS head_sha FROM candidates WHERE pr_number = 0
-        ORDER BY last_at DESC, head_sha LIMIT {max_trunk:UInt32}
+        SELECT downstream_repo, upstream_repo, trunk_sha AS head_sha FROM candidates WHERE pr_number = 0
+        ORDER BY last_at DESC, head_sha LIMIT {max_trunk:UInt32} BY downstream_repo
+    ),
+    totals AS (
+        SELECT downstream_repo, countIf(pr_number != 0) AS prs_total, countIf(pr_number = 0) AS trunk_total
+        FROM candidates
+        GROUP BY downstream_repo
     ),
     rows AS (
         SELECT
@@ -37,21 +43,23 @@ WITH
             conclusion, started_at, completed_at, queue_time_s, execution_time_s, tests_passed, tests_failed,
             tests_skipped, tests_total, first_received_at, received_at
         FROM oot_job_results FINAL
-        WHERE downstream_repo = {repo:String}
-          AND ((upstream_repo, pr_number) IN (SELECT upstream_repo, pr_number FROM recent_prs)
-               OR (pr_number = 0 AND (upstream_repo, head_sha) IN (SELECT upstream_repo, head_sha FROM recent_trunk)))
+        WHERE ({repo:String} = '' OR downstream_repo = {repo:String})
+          AND ((upstream_repo, pr_number, downstream_repo) IN (SELECT upstream_repo, pr_number, downstream_repo
+                                                              FROM recent_prs)
+               OR (pr_number = 0 AND (upstream_repo, downstream_repo, head_sha)
+                                     IN (SELECT upstream_repo, downstream_repo, head_sha FROM recent_trunk)))
           AND deleted = 0 AND downstream_level != 'L1' AND received_at >= (SELECT t_since FROM bounds)
     ),
     webhook_heads AS (
         SELECT upstream_repo, pr_number, argMax(head_sha, updated_at) AS sha
         FROM oot_pr_heads FINAL
-        WHERE head_sha != '' AND (upstream_repo, pr_number) IN (SELECT upstream_repo, pr_number FROM recent_prs)
+        WHERE head_sha != '' AND (upstream_repo, pr_number) IN (SELECT DISTINCT upstream_repo, pr_number FROM recent_prs)
         GROUP BY upstream_repo, pr_number
     ),
     newest_heads AS (
         SELECT upstream_repo, pr_number, argMax(head_sha, (first_received_at, received_at)) AS sha
         FROM oot_job_results FINAL
-        WHERE deleted = 0 AND (upstream_repo, pr_number) IN (SELECT upstream_repo, pr_number FROM recent_prs)
+        WHERE deleted = 0 AND (upstream_repo, pr_number) IN (SELECT DISTINCT upstream_repo, pr_number FROM recent_prs)
         GROUP BY upstream_repo, pr_number
     )
 SELECT
@@ -68,8 +76,8 @@ SELECT
     t.prs_total AS prs_total,
     t.trunk_total AS trunk_total
 FROM rows AS r
-CROSS JOIN (SELECT countIf(pr_number != 0) AS prs_total, countIf(pr_number = 0) AS trunk_total FROM candidates) AS t
+LEFT JOIN totals AS t ON t.downstream_repo = r.downstream_repo
 LEFT JOIN webhook_heads AS w ON w.upstream_repo = r.upstream_repo AND w.pr_number = r.pr_number
 LEFT JOIN newest_heads AS n ON n.upstream_repo = r.upstream_repo AND n.pr_number = r.pr_number
-ORDER BY r.pr_number = 0, r.received_at DESC, r.workflow_name, r.job_name, r.run_attempt, r.check_run_id
+ORDER BY r.downstream_repo, r.pr_number = 0, r.received_at DESC, r.workflow_name, r.job_name, r.run_attempt, r.check_run_id
 SETTINGS join_use_nulls = 1, enable_materialized_cte = 1
