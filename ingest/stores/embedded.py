@@ -26,7 +26,7 @@ from sql.warehouse import Warehouse, WarehouseError
 log = logging.getLogger("ingest.stores.embedded")
 
 DEFAULT_COMMIT_WINDOW_MS = 5.0
-DEFAULT_CACHE_SIZE = 20_000  # recent items (a few KB each): in_progress -> completed pairs skip the read
+DEFAULT_CACHE_SIZE = 10_000  # recent items (~1-2 KB each): most in_progress -> completed pairs skip the read
 MAX_GROUP = 2_000  # writes per insert; a bigger backlog is written as several groups
 
 # The newest version of each key, tombstones included (FINAL would hide a tombstone, and a key written
