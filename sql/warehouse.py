@@ -58,10 +58,11 @@ class Warehouse:
             }
             kind = "clickhouse"
         try:
-            bootstrap = clickhouse_connect.get_client(**options)
-            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
-            bootstrap.close()
-            client = clickhouse_connect.get_client(database=database, **options)
+            # One client: chDB opens per-connection descriptors it never returns, so connect once and bind
+            # the database afterwards (every query then names it).
+            client = clickhouse_connect.get_client(**options)
+            client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+            client.database = database
         except Exception as exc:
             # The message may carry the URL; never echo credentials.
             raise WarehouseError(f"cannot open the {kind} warehouse: {type(exc).__name__}") from exc

@@ -29,16 +29,34 @@ def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb-engine")
 
 
+class _BorrowedWarehouse(Warehouse):
+    """A warehouse on the session's engine client: code under test may close it, the client stays open."""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def engine_client(engine_dir: Path) -> Iterator[Any]:
+    """One chDB client for the session: each new chDB connection leaks a few descriptors inside the engine."""
+    seed = Warehouse.connect(url=None, data_dir=engine_dir, database="t_session")
+    yield seed._client
+    seed._client.close()
+
+
 @pytest.fixture
-def warehouse(engine_dir: Path) -> Iterator[Warehouse]:
+def warehouse(engine_client: Any) -> Iterator[Warehouse]:
     """An embedded warehouse in a database of its own, schema applied."""
-    wh = Warehouse.connect(url=None, data_dir=engine_dir, database=f"t_{uuid.uuid4().hex[:12]}")
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    engine_client.database = None
+    engine_client.command(f"CREATE DATABASE {database}")
+    engine_client.database = database
+    wh = _BorrowedWarehouse(engine_client, database, kind="embedded")
     wh.apply_schema()
     try:
         yield wh
     finally:
-        wh.command(f"DROP DATABASE IF EXISTS {wh.database}")
-        wh.close()
+        wh.command(f"DROP DATABASE IF EXISTS {database}")
 
 
 # ---- DynamoDB (moto server mode over loopback HTTP) -- owned by the DynamoDB store engineer ----
