@@ -231,6 +231,9 @@ async def run(args: argparse.Namespace) -> int:
             bulk = await closed_loop("bulk load", url, token, todo, args.concurrency, f"r{stamp}")
             print(bulk.line())
             print(f"server RSS after {done + todo} results: {rss_mib(pid):.0f} MiB (target < 600 MiB)", flush=True)
+            # The engine's allocator hands freed pages back after a few seconds: what stays is the real cost.
+            await asyncio.sleep(10)
+            print(f"server RSS 10 s later, idle: {rss_mib(pid):.0f} MiB", flush=True)
     finally:
         bare.kill()
         bare.wait()
