@@ -595,3 +595,34 @@ async def test_framework_validation_errors_use_the_contract_shape() -> None:
         response = await http.post("/typed", params={"count": "many"})
     assert response.status_code == 400
     assert response.json()["ok"] is False and response.json()["error"].startswith("query.count:")
+
+
+# ---- the small pure parts, without HTTP ----
+
+def test_rate_limiter_refills_and_says_when() -> None:
+    from ingest.ratelimit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])  # one a second, bursts of 60
+    assert all(limiter.check("a/b").allowed for _ in range(60))
+    refused = limiter.check("a/b")
+    assert (refused.allowed, refused.retry_after_s) == (False, 1)
+    assert limiter.check("c/d").allowed  # another repository has its own bucket
+    now[0] = 0.5
+    assert not limiter.check("a/b").allowed
+    now[0] = 1.0
+    assert limiter.check("a/b").allowed and not limiter.check("a/b").allowed
+    slow = RateLimiter(2, clock=lambda: now[0])
+    assert slow.check("x/y").allowed and slow.check("x/y").allowed
+    assert slow.check("x/y").retry_after_s == 30  # 2 a minute: the next token in 30 s
+
+
+def test_token_comparison() -> None:
+    from ingest.auth import authorised
+
+    assert authorised({"x-oot-relay-token": TOKEN}, [OLD_TOKEN, TOKEN])
+    assert authorised({"x-hud-internal-bot": OLD_TOKEN}, [OLD_TOKEN, TOKEN])
+    assert authorised({"x-oot-relay-token": "wrong", "x-hud-internal-bot": TOKEN}, [TOKEN])
+    assert not authorised({"x-oot-relay-token": TOKEN}, [])  # no configured token: nothing is accepted
+    assert not authorised({}, [TOKEN])
+    assert not authorised({"x-oot-relay-token": "é" + TOKEN}, [TOKEN])
