@@ -12,6 +12,9 @@
 -- Verdicts are ranked by severity (pr_view.VERDICT_SEVERITY): 6 failure, 5 timed_out, 4 cancelled,
 -- 3 no report, 2 running, 1 success; the maximum of (run_attempt, severity) is then the final attempt's
 -- worst leg, so one GROUP BY per job does it (speed: see docs/read-path.md).
+-- It reads oot_summary_legs (sql/schema/011_summary_legs.sql): the same records, narrow, kept on insert by a
+-- materialized view, with the job identity hashed and the completed verdict precomputed (outcome: 6..1 as
+-- above, 0 = not completed, ranked here as running or no report by the silence threshold).
 WITH
     bounds AS (
         SELECT
@@ -21,17 +24,9 @@ WITH
     ),
     legs AS (
         SELECT
-            downstream_repo, downstream_level, upstream_repo, pr_number, head_sha, workflow_name, job_name,
-            run_attempt, received_at,
-            coalesce(execution_time_s,
-                     if(completed_at >= started_at, dateDiff('millisecond', started_at, completed_at) / 1000, NULL),
-                     -1) AS duration_s,
-            multiIf(status != 'completed',
-                        if(coalesce(started_at, first_received_at) < (SELECT t_silent FROM bounds), 3, 2),
-                    conclusion = 'failure', 6, conclusion = 'timed_out', 5, conclusion = 'cancelled', 4,
-                    conclusion = 'success', 1,
-                    3) AS severity
-        FROM oot_job_results FINAL
+            job_id, downstream_repo, downstream_level, pr_number, run_attempt, received_at, duration_s,
+            if(outcome = 0, if(since < (SELECT t_silent FROM bounds), 3, 2), outcome) AS severity
+        FROM oot_summary_legs FINAL
         WHERE deleted = 0
           AND received_at >= (SELECT t_since FROM bounds)
           AND downstream_level != 'L1'
@@ -49,9 +44,9 @@ WITH
             max(received_at) AS job_at,
             argMax(downstream_level, received_at) AS job_level
         FROM legs
-        -- A 64-bit hash of the job's identity groups ~3x faster than the six columns (strings); a collision
+        -- job_id is a 64-bit hash of the job's identity (groups ~3x faster than the six strings); a collision
         -- among a million jobs has a probability of about 1e-8 and would merge two jobs' counts.
-        GROUP BY cityHash64(downstream_repo, upstream_repo, pr_number, head_sha, workflow_name, job_name)
+        GROUP BY job_id
     ),
     daily AS (
         SELECT
