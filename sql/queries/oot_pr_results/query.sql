@@ -6,7 +6,10 @@
 --                          with pr_number 0 of the same upstream repo, the delivery that finished last.
 -- FINAL everywhere: replays and versions collapse the same whether or not parts have merged.
 -- Shape (measured on 1M rows): scalar subqueries and a window instead of CTE joins, so the PR's rows are
--- read once, and the trunk scan is narrowed to the PR's backends through the primary key.
+-- read once, and the trunk scan is narrowed to the PR's backends through the primary key (upstream_repo,
+-- pr_number = 0, downstream_repo). The trunk baseline is plain aggregation (no window over every trunk row).
+-- do_not_merge_across_partitions_select_final: a key never changes partition (month of first receipt),
+-- so FINAL can collapse each partition on its own (same result, less work).
 WITH
     (
         SELECT argMax(head_sha, updated_at)
@@ -14,25 +17,33 @@ WITH
         WHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} AND head_sha != ''
     ) AS webhook_head,
     (
+        -- Per (backend, workflow): the trunk deliveries' finish times, each with its legs encoded as
+        -- run_attempt * 2 + failed; keep the delivery(ies) that finished last; per job, the highest code
+        -- is the final attempt's, odd when a leg there failed. One read of the trunk rows, no windows.
         SELECT groupArray((downstream_repo, workflow_name, job_name))
         FROM
         (
-            SELECT downstream_repo, workflow_name, job_name,
-                   arrayExists(a -> a.1 = max(run_attempt) AND a.2 IN ('failure', 'timed_out'),
-                               groupArray((run_attempt, conclusion))) AS failing
+            SELECT downstream_repo, workflow_name, leg.1 AS job_name, max(leg.2) % 2 AS failing
             FROM
             (
-                SELECT downstream_repo, workflow_name, job_name, delivery_id, run_attempt, conclusion,
-                       max(coalesce(completed_at, received_at)) OVER (PARTITION BY downstream_repo, workflow_name, delivery_id) AS delivery_finished,
-                       max(coalesce(completed_at, received_at)) OVER (PARTITION BY downstream_repo, workflow_name) AS workflow_finished
-                FROM oot_job_results FINAL
-                WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 AND deleted = 0
-                  AND status = 'completed'
-                  AND downstream_repo IN (
-                      SELECT downstream_repo FROM oot_job_results
-                      WHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64})
+                SELECT downstream_repo, workflow_name, max(d_fin) AS w_fin, groupArray((d_fin, legs)) AS deliveries
+                FROM
+                (
+                    SELECT downstream_repo, workflow_name, delivery_id,
+                           max(coalesce(completed_at, received_at)) AS d_fin,
+                           groupArray((job_name, toUInt64(run_attempt) * 2
+                                                 + (conclusion IN ('failure', 'timed_out')))) AS legs
+                    FROM oot_job_results FINAL
+                    WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 AND deleted = 0
+                      AND status = 'completed'
+                      AND downstream_repo IN (
+                          SELECT downstream_repo FROM oot_job_results
+                          WHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64})
+                    GROUP BY downstream_repo, workflow_name, delivery_id
+                )
+                GROUP BY downstream_repo, workflow_name
             )
-            WHERE delivery_finished = workflow_finished
+            ARRAY JOIN arrayFlatten(arrayMap(d -> d.2, arrayFilter(d -> d.1 = w_fin, deliveries))) AS leg
             GROUP BY downstream_repo, workflow_name, job_name
         )
         WHERE failing
@@ -49,3 +60,4 @@ SELECT
 FROM oot_job_results FINAL
 WHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} AND deleted = 0
 ORDER BY head_sha, downstream_repo, workflow_name, job_name, run_attempt, check_run_id
+SETTINGS do_not_merge_across_partitions_select_final = 1
