@@ -47,6 +47,8 @@ def templates() -> list[bytes]:
     return out
 
 
+# 1,000 PRs in turn: 100,000 results make ~100 a PR (about five backends x ten jobs x two callbacks).
+PR_COUNT = 1_000
 FIXTURE_PR = b"170001"
 FIXTURE_SHA = b"3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b"
 FIXTURE_DELIVERY = b"6c0e0a52-c5a1-11f0-8f21-1a2b3c4d5e6f"
@@ -55,12 +57,12 @@ FIXTURE_DELIVERY = b"6c0e0a52-c5a1-11f0-8f21-1a2b3c4d5e6f"
 def bodies(run: str) -> Iterator[bytes]:
     """Varied keys, realistic shapes: round r posts the 13 fixtures once, with check-run ids unique to the
     round (so 01 -> 02, 03 -> 04, 05 -> 06 are in_progress -> completed of one job, 12 re-posts 02) on a PR,
-    head SHA and delivery of its own (20,000 PRs in turn), so results spread like real traffic."""
+    head SHA and delivery of its own (PR_COUNT PRs in turn), so results spread like real traffic."""
     shapes = templates()
     i = 0
     while True:
         rnd = i // len(shapes)
-        pr = 100_000 + rnd % 20_000
+        pr = 100_000 + rnd % PR_COUNT
         yield (shapes[i % len(shapes)].replace(PLACEHOLDER, f"{run}-{rnd}".encode())
                .replace(FIXTURE_PR, str(pr).encode()).replace(FIXTURE_SHA, f"{pr:040x}".encode())
                .replace(FIXTURE_DELIVERY, f"{run}-{rnd}-delivery".encode()))
