@@ -35,14 +35,13 @@ WITH
         -- The final attempt's worst leg and longest leg: max over run_attempt * 8 + severity (and
         -- run_attempt * 2^32 + seconds + 1, 0 = unknown) are integer maxima, far cheaper than tuples.
         SELECT
-            any(downstream_repo) AS backend,
+            any(cityHash64(downstream_repo)) AS backend,  -- an integer state is far cheaper than a name
             any(pr_number) = 0 AS trunk,
             max(toUInt64(run_attempt) * 8 + severity) % 8 AS sev,
             toInt64(max(toUInt64(run_attempt) * 4294967296 + toUInt32(least(duration_s + 1, 4294967295)))
                     % 4294967296) - 1 AS duration,
             countIf(severity IN (5, 6)) > 0 AS any_failed_leg,
-            max(received_at) AS job_at,
-            argMax(downstream_level, received_at) AS job_level
+            max(received_at) AS job_at
         FROM legs
         -- job_id is a 64-bit hash of the job's identity (groups ~3x faster than the six strings); a collision
         -- among a million jobs has a probability of about 1e-8 and would merge two jobs' counts.
@@ -58,13 +57,21 @@ WITH
             sumIf(duration, duration >= 0) AS dur_sum, countIf(duration >= 0) AS dur_n,
             countIf(trunk AND sev = 1) AS trunk_s, countIf(trunk AND sev = 6) AS trunk_f,
             countIf(trunk AND sev = 5) AS trunk_t,
-            max(job_at) AS day_at, argMax(job_level, job_at) AS day_level
+            max(job_at) AS day_at
         FROM jobs
         GROUP BY backend, day
+    ),
+    backends AS (
+        -- each backend's name and level (its newest record's): one more pass over legs, cheaper than
+        -- carrying a name and an argMax state through ~600,000 job groups
+        SELECT cityHash64(downstream_repo) AS id, any(downstream_repo) AS repo_name,
+               argMax(downstream_level, received_at) AS repo_level
+        FROM legs
+        GROUP BY downstream_repo
     )
 SELECT
-    backend AS downstream_repo,
-    argMax(day_level, day_at) AS level,
+    any(b.repo_name) AS downstream_repo,
+    any(b.repo_level) AS level,
     sum(s) AS successes,
     sum(f) AS failures,
     sum(t) AS timed_out,
@@ -82,6 +89,7 @@ SELECT
     arrayMap(x -> x.2, arraySort(groupArrayIf((day, s), s + f + t > 0))) AS series_successes,
     arrayMap(x -> x.2, arraySort(groupArrayIf((day, s + f + t), s + f + t > 0))) AS series_judged
 FROM daily
+LEFT JOIN backends AS b ON b.id = daily.backend
 GROUP BY backend
 ORDER BY
     successes + failures + timed_out = 0,
