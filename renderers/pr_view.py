@@ -290,12 +290,14 @@ def _sha_recency(by_repo: Mapping[str, list[Mapping[str, Any]]]) -> tuple[dateti
 
 def _backend_levels(rows: list[Mapping[str, Any]]) -> dict[str, str]:
     """A backend's level is the one on its newest record (levels change as a backend matures)."""
-    newest: dict[str, Mapping[str, Any]] = {}
+    newest: dict[str, tuple[tuple[datetime, datetime], Mapping[str, Any]]] = {}
     for row in rows:
         repo = str(row["downstream_repo"])
-        if repo not in newest or _row_recency(row) > _row_recency(newest[repo]):
-            newest[repo] = row
-    return {repo: str(row.get("downstream_level") or "") for repo, row in newest.items()}
+        recency = _row_recency(row)  # once per row (hot path: the backend matrix builds ~400 views a page)
+        best = newest.get(repo)
+        if best is None or recency > best[0]:
+            newest[repo] = (recency, row)
+    return {repo: str(row.get("downstream_level") or "") for repo, (_, row) in newest.items()}
 
 
 def _jobs(rows: list[Mapping[str, Any]], *, now: datetime, silence: timedelta) -> tuple[JobResult, ...]:
@@ -308,14 +310,15 @@ def _jobs(rows: list[Mapping[str, Any]], *, now: datetime, silence: timedelta) -
 
 def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetime,
          silence: timedelta) -> JobResult:
-    final_attempt = max(int(row.get("run_attempt") or 1) for row in rows)
-    final_rows = [row for row in rows if int(row.get("run_attempt") or 1) == final_attempt]
+    attempts = [int(row.get("run_attempt") or 1) for row in rows]
+    final_attempt = max(attempts)
+    final_rows = [row for row, attempt in zip(rows, attempts, strict=True) if attempt == final_attempt]
     legs = tuple(sorted((_leg(row, now=now, silence=silence) for row in final_rows),
                         key=lambda leg: (-VERDICT_SEVERITY[leg.verdict], leg.check_run_id)))
-    job_verdict = worst(leg.verdict for leg in legs)
-    earlier_failed = any(
+    job_verdict = legs[0].verdict  # sorted worst first
+    earlier_failed = len(final_rows) < len(rows) and any(
         verdict(str(row["status"]), _text(row.get("conclusion")), silent=False) in FAILED_VERDICTS
-        for row in rows if int(row.get("run_attempt") or 1) < final_attempt
+        for row, attempt in zip(rows, attempts, strict=True) if attempt < final_attempt
     )
     primary = legs[0]  # the worst leg: its links are the ones worth following
     return JobResult(
@@ -365,7 +368,10 @@ def _time(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        zone = value.tzinfo
+        if zone is None:
+            return value.replace(tzinfo=UTC)
+        return value if zone is UTC else value.astimezone(UTC)
     if isinstance(value, str) and value:
         return parse_time(value)
     return None
