@@ -150,6 +150,7 @@ def main() -> int:
     have = warehouse.query("SELECT count() AS n FROM oot_job_results")[0]["n"]
     if have < args.rows:
         warehouse.command("TRUNCATE TABLE oot_job_results")
+        warehouse.command("TRUNCATE TABLE oot_summary_legs")  # the summary's copy (011), not emptied by the above
         print(f"loading {args.rows:,} rows into {data_dir} ...", file=sys.stderr)
         seconds = load_rows(warehouse, args.rows)
         print(f"load: {args.rows:,} rows in {seconds:.1f} s")
