@@ -80,4 +80,7 @@ LEFT JOIN totals AS t ON t.downstream_repo = r.downstream_repo
 LEFT JOIN webhook_heads AS w ON w.upstream_repo = r.upstream_repo AND w.pr_number = r.pr_number
 LEFT JOIN newest_heads AS n ON n.upstream_repo = r.upstream_repo AND n.pr_number = r.pr_number
 ORDER BY r.downstream_repo, r.pr_number = 0, r.received_at DESC, r.workflow_name, r.job_name, r.run_attempt, r.check_run_id
-SETTINGS join_use_nulls = 1, enable_materialized_cte = 1
+-- FINAL stays per partition (a key never changes partition) and the received_at skip index prunes under FINAL
+-- without the exact-mode expansion (safe: a newer version is received later; see oot_summary).
+SETTINGS join_use_nulls = 1, enable_materialized_cte = 1, do_not_merge_across_partitions_select_final = 1,
+         use_skip_indexes_if_final_exact_mode = 0

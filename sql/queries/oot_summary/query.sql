@@ -96,4 +96,10 @@ ORDER BY
     if(successes + failures + timed_out = 0, 0, successes / (successes + failures + timed_out)),
     failures + timed_out DESC,
     downstream_repo
-SETTINGS do_not_merge_across_partitions_select_final = 1
+-- do_not_merge_across_partitions_select_final: a key never changes partition, so FINAL stays per partition.
+-- use_skip_indexes_if_final_exact_mode = 0: let the received_at minmax index skip granules under FINAL without
+-- re-adding every granule whose key range intersects a kept one (that expansion read all 121 of 121 granules
+-- for days=1). Safe because a record's newer version (or tombstone) is also received later: a skipped
+-- granule (all received before the window) can only hold versions the window excludes anyway, never the
+-- newest version of a record that is in the window. 1 day: ~170 -> ~50 ms CPU, 7 days: ~220 -> ~120 ms.
+SETTINGS do_not_merge_across_partitions_select_final = 1, use_skip_indexes_if_final_exact_mode = 0
