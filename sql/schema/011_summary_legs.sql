@@ -12,9 +12,11 @@
 --           PR view read the source table).
 --   outcome 6 failure, 5 timed_out, 4 cancelled, 3 other conclusion, 1 success, 0 not completed (the
 --           summary turns 0 into running or no report with its own clock)
--- Idempotent: the table and the view are created once; the backfill copies the source rows whose
--- (key_id, version) is missing (data written before this file existed; a row that is already there, or a
--- duplicate from a race with a concurrent insert, collapses under FINAL).
+-- Idempotent, in this order: (1) the table; (2) a full copy of the source, only while the copy is empty (the
+-- first start with this file; later starts only count the copy's rows); (3) the view; (4) a catch-up of the
+-- last day's source rows whose (key_id, version) the copy lacks: rows inserted between (2) and (3) by a
+-- concurrent writer (a replicator on a server; `serve` applies the schema before it accepts results). Its
+-- set is one day of keys, not the whole table, so restarts stay cheap. A duplicate collapses under FINAL.
 CREATE TABLE IF NOT EXISTS oot_summary_legs
 (
     upstream_repo     LowCardinality(String),
@@ -36,6 +38,28 @@ CREATE TABLE IF NOT EXISTS oot_summary_legs
 ENGINE = ReplacingMergeTree(version, deleted)
 PARTITION BY toYYYYMM(first_received_at)
 ORDER BY (upstream_repo, pr_number, job_id, key_id);
+
+INSERT INTO oot_summary_legs
+SELECT
+    upstream_repo,
+    pr_number,
+    cityHash64(downstream_repo, upstream_repo, pr_number, head_sha, workflow_name, job_name) AS job_id,
+    cityHash64(key) AS key_id,
+    downstream_repo,
+    downstream_level,
+    run_attempt,
+    toUInt8(multiIf(status != 'completed', 0, conclusion = 'failure', 6, conclusion = 'timed_out', 5,
+                    conclusion = 'cancelled', 4, conclusion = 'success', 1, 3)) AS outcome,
+    coalesce(started_at, first_received_at) AS since,
+    coalesce(execution_time_s,
+             if(completed_at >= started_at, dateDiff('millisecond', started_at, completed_at) / 1000, NULL),
+             -1) AS duration_s,
+    first_received_at,
+    received_at,
+    version,
+    deleted
+FROM oot_job_results
+WHERE (SELECT count() FROM oot_summary_legs) = 0;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS oot_summary_legs_mv TO oot_summary_legs AS
 SELECT
@@ -78,4 +102,7 @@ SELECT
     version,
     deleted
 FROM oot_job_results
-WHERE (cityHash64(key), version) NOT IN (SELECT key_id, version FROM oot_summary_legs)
+WHERE received_at >= (SELECT max(received_at) FROM oot_summary_legs) - INTERVAL 1 DAY
+  AND (cityHash64(key), version) NOT IN (
+      SELECT key_id, version FROM oot_summary_legs
+      WHERE received_at >= (SELECT max(received_at) FROM oot_summary_legs) - INTERVAL 1 DAY)
