@@ -251,6 +251,25 @@ def job_tip(job: Any) -> str:
     return " · ".join(parts)
 
 
+def job_cell(job: Any) -> Markup:
+    """A matrix cell: one chip per leg (linked to its run), flaky / attempt tags, the artifacts link. Built
+    here rather than in a template macro: a matrix page has ~1,000 cells and the macro was its render cost."""
+    if job is None:
+        return _safe('<span class="note" aria-label="not run">·</span>')
+    tip = job_tip(job)
+    legs = job.legs
+    if len(legs) > 1:
+        count = len(legs)
+        chips = "".join(linked(chip(leg.verdict, tip=f"{tip} · leg {index} of {count}"), leg.run_url)
+                        for index, leg in enumerate(legs, 1))
+    else:
+        chips = linked(chip(job.verdict, tip=tip), job.run_url) + "\n"
+    flaky = '<span class="tag tag-flaky" title="an earlier attempt failed">flaky</span>' if job.flaky else ""
+    attempt = f'<span class="tag" title="final attempt">#{_e(job.attempt)}</span>' if job.attempt > 1 else ""
+    artifacts = f'<div class="note">{link(job.artifact_url, "artifacts")}</div>' if job.artifact_url else ""
+    return _safe(f'<div class="legs">\n{chips}{flaky}{attempt}</div>\n{artifacts}')
+
+
 ENV = Environment(
     loader=PackageLoader("renderers", "templates"),
     autoescape=True,  # every template, whatever its extension
@@ -260,7 +279,7 @@ ENV = Environment(
 )
 ENV.filters.update(bidi=bidi, link=link, chip=chip, rate_chip=rate_chip, level_chip=level_chip,
                    duration=duration, when=when, sparkline=sparkline, clean=clean_text,
-                   job_tip=job_tip, linked=linked)
+                   job_tip=job_tip, linked=linked, job_cell=job_cell)
 ENV.globals.update(format_pass_rate=format_pass_rate, Verdict=Verdict)
 
 # Our own stylesheet (not input), inlined so pages need no other request and work offline.
