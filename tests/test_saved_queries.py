@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sql.records import JOB_RESULTS_TABLE, format_time
+from sql.records import COLUMN_NAMES, JOB_RESULTS_TABLE, format_time
 from sql.saved import load, names
 from sql.warehouse import Warehouse
 from tests.readpath_data import NOW, record, row
@@ -89,3 +89,30 @@ def test_results_identical_merged_or_not(warehouse: Warehouse) -> None:
     warehouse.command(f"TRUNCATE TABLE {JOB_RESULTS_TABLE}")
     warehouse.insert_job_rows(rows)
     assert _run_all(warehouse) == before
+
+
+def test_summary_copy_backfills_an_existing_database(warehouse: Warehouse) -> None:
+    """A data dir from before sql/schema/011 (no narrow copy, no view) gets its history copied on the next
+    schema application, and a record written while the view was missing is caught up; the summary is equal."""
+    rows = seed_rows()
+    warehouse.insert_job_rows(rows[:5])
+    params = SEEDED_PARAMS["oot_summary"]
+    warehouse.insert_job_rows(rows[5:])
+    expected = load("oot_summary").run(warehouse, params)
+    warehouse.command("DROP VIEW oot_summary_legs_mv")
+    warehouse.command("DROP TABLE oot_summary_legs")
+    warehouse.apply_schema()
+    assert load("oot_summary").run(warehouse, params) == expected
+    # a newer version written between the full copy and the view's creation (a concurrent writer)
+    warehouse.command("DROP VIEW oot_summary_legs_mv")
+    newer = list(rows[0])
+    newer[-2] += 1_000_000  # version
+    newer[COLUMN_NAMES.index("conclusion")] = "success"  # attempt 1 no longer failed: not flaky any more
+    newer[COLUMN_NAMES.index("received_at")] = NOW
+    warehouse.insert_job_rows([newer])
+    warehouse.apply_schema()
+    assert load("oot_summary").run(warehouse, params) != expected
+    after_catch_up = load("oot_summary").run(warehouse, params)
+    warehouse.command(f"OPTIMIZE TABLE {JOB_RESULTS_TABLE} FINAL")
+    warehouse.command("OPTIMIZE TABLE oot_summary_legs FINAL")
+    assert load("oot_summary").run(warehouse, params) == after_catch_up
