@@ -73,7 +73,7 @@ def run(data_dir: Path, records: list[dict[str, Any]], rows: list[list[Any]], ba
 
         def insert(start: int, client: Any = client) -> None:
             client.insert(JOB_RESULTS_TABLE, rows[start:start + batch], column_names=list(COLUMN_NAMES),
-                          settings=INSERT_SETTINGS)
+                          settings=INSERT_SETTINGS)  # the bare path names them per call
 
         # Warm up both tables (first part, caches) with the first batch, untimed; re-inserting it later is
         # idempotent for the replicator and only adds duplicate rows to the bare table.

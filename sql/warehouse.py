@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlsplit
 from sql.records import COLUMN_NAMES, JOB_RESULTS_TABLE
 
 # Recent ClickHouse releases (and the chDB that embeds them) default to asynchronous inserts: an insert
-# would return before its data is readable. Every insert here is synchronous, so "200" means stored.
+# would return before its data is readable. Every client is opened with these session settings, so every
+# insert is synchronous and "200" means stored (tests/test_records.py checks the session has them).
 INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
 
 
@@ -60,7 +61,9 @@ class Warehouse:
         try:
             # One client: chDB opens per-connection descriptors it never returns, so connect once and bind
             # the database afterwards (every query then names it).
-            client = clickhouse_connect.get_client(**options)
+            # Insert settings travel with the session: per-call settings cost the embedded engine extra
+            # statements on every insert.
+            client = clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
             client.database = database
         except Exception as exc:
@@ -97,8 +100,7 @@ class Warehouse:
             return
         with self._lock:
             try:
-                self._client.insert(table, list(rows), column_names=list(column_names),
-                                    settings=INSERT_SETTINGS)
+                self._client.insert(table, list(rows), column_names=list(column_names))
             except Exception as exc:
                 raise WarehouseError(str(exc)) from exc
 

@@ -60,3 +60,12 @@ def test_rows_insert_and_collapse_to_latest_version(warehouse: Warehouse) -> Non
                                item_to_row(_item())])
     rows = warehouse.query(f"SELECT status, version FROM {JOB_RESULTS_TABLE} FINAL")
     assert rows == [{"status": "completed", "version": 3}]
+
+
+def test_inserts_are_synchronous_and_readable_at_once(warehouse: Warehouse) -> None:
+    # ClickHouse 26.x defaults to asynchronous inserts; the session must turn them off explicitly.
+    settings = warehouse.query("SELECT getSetting('async_insert') AS a, getSetting('wait_for_async_insert') AS w")
+    assert settings == [{"a": False, "w": True}]
+    for version in range(1, 6):
+        warehouse.insert_job_rows([item_to_row(_item(version=Decimal(version)))])
+        assert warehouse.query(f"SELECT max(version) AS v FROM {JOB_RESULTS_TABLE}") == [{"v": version}]
