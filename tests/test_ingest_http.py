@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import select
+import selectors
 import socket
 import threading
 import time
@@ -367,7 +367,7 @@ def raw_request(port: int, *, content_length: int | None = None, payload: bytes 
     try:
         sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
         for piece in pieces():
-            if select.select([sock], [], [], 0)[0]:
+            if _readable(sock):
                 break  # the server has answered
             try:
                 sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
@@ -626,3 +626,10 @@ def test_token_comparison() -> None:
     assert not authorised({"x-oot-relay-token": TOKEN}, [])  # no configured token: nothing is accepted
     assert not authorised({}, [TOKEN])
     assert not authorised({"x-oot-relay-token": "é" + TOKEN}, [TOKEN])
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether the server has answered; a selector, since select() fails for descriptors past 1024."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout=0))
