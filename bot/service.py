@@ -36,7 +36,8 @@ POLL_LOOKBACK = timedelta(hours=1)
 class Bot:
     """The App: webhook receiver + handlers, the per-PR writer and the periodic sweep.
 
-    Without ``app_id``/``private_key`` it runs dry: it renders, sends nothing.
+    Without ``app_id``/``private_key`` it runs dry: it sends and renders nothing (the PR page renders
+    the would-be output on demand).
     """
 
     def __init__(self, *, warehouse: Warehouse, app_id: int | str | None = None, private_key: str | None = None,

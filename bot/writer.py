@@ -59,6 +59,7 @@ class PrSlot:
     comment_source: str | None = None  # the rendered body that produced it (differs after a 422 fallback)
     checks: dict[str, CheckEntry] = dataclasses.field(default_factory=dict)
     last_rendered: Rendered | None = None
+    cycles: int = 0  # completed write cycles (dry-run ones included)
 
     @property
     def label(self) -> str:
@@ -80,7 +81,7 @@ def check_payload(check: CheckRunOutput, *, create: bool) -> dict[str, Any]:
 
 
 class Writer:
-    """One writer per PR; ``github`` None = dry-run (render, remember, send nothing)."""
+    """One writer per PR; ``github`` None = dry-run (send nothing, render nothing)."""
 
     def __init__(self, *, render: Render, github: GitHubApi | None, installation_for: InstallationLookup,
                  app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0,
@@ -187,13 +188,16 @@ class Writer:
             slot.task = None
 
     async def _cycle(self, slot: PrSlot) -> None:
+        slot.cycles += 1
+        if self._github is None:
+            # Dry run: nothing to send, so nothing to render either; the PR page renders the would-be
+            # comment and check run on demand (rendering every busy PR here cost ingest most of its CPU).
+            log.debug("dry-run: nothing sent", extra={"pr": slot.label})
+            return
         rendered = await self._render(slot.repo, slot.number)
         slot.last_rendered = rendered
         if rendered.comment is None and rendered.check is None:
             return  # no OOT results on this PR: no noise
-        if self._github is None:
-            log.debug("dry-run: would write", extra={"pr": slot.label})
-            return
         installation = await self._installation_for(slot.repo)
         if installation is None:
             log.info("App not installed on the repository; nothing to write", extra={"pr": slot.label})

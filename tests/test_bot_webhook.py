@@ -71,7 +71,7 @@ async def test_valid_signature_is_accepted_and_records_the_head(client: httpx.As
     assert head is not None
     assert (head.head_sha, head.state, head.base_ref, head.installation_id) == (SHA1, "open", "main", 777)
     slot = bot.writer.slot(REPO, 170001)
-    assert slot is not None and slot.last_rendered is not None, "the PR was marked dirty and re-rendered"
+    assert slot is not None and slot.cycles >= 1, "the PR was marked dirty and its writer ran"
 
 
 @pytest.mark.parametrize(("headers", "message"), [
