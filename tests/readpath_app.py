@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from ingest.stores.embedded import EmbeddedStore
@@ -19,6 +14,9 @@ from oot_hud.pages import page_clock
 from oot_hud.services import Services
 from oot_hud.settings import Settings
 from sql.warehouse import Warehouse
+from tests.servers import serve
+
+__all__ = ["TOKEN", "build_app", "serve"]
 
 TOKEN = "read-path-relay-token-0123456789"
 
@@ -35,20 +33,3 @@ def build_app(warehouse: Warehouse, tmp_path: Path, *, now: datetime | None = No
         app.dependency_overrides[page_clock] = lambda: now
     return app
 
-
-@contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)

@@ -9,7 +9,6 @@ import json
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from ingest.body import BodyTooLarge, read_capped
@@ -31,6 +29,7 @@ from oot_hud.settings import Settings
 from sql.records import JOB_RESULTS_TABLE, format_time
 from sql.warehouse import Warehouse
 from tests.conftest import RELAY_FIXTURES, relay_payload
+from tests.servers import serve
 
 TOKEN = "relay-token-current-0123456789"
 OLD_TOKEN = "relay-token-previous-9876543210"
@@ -38,24 +37,6 @@ PATH = "/api/oot/results"
 MIB2 = 2 * 1024 * 1024
 KEY_01 = "acme-accel/torch-acme/6c0e0a52-c5a1-11f0-8f21-1a2b3c4d5e6f/acme-ci/test-linux/58410000001"
 
-
-@contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 @dataclass
