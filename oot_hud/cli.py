@@ -8,11 +8,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
 from oot_hud import datadir
 from oot_hud.settings import Settings
+
+if TYPE_CHECKING:
+    from replicator.sink import RetryPolicy
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -27,7 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         generated = datadir.relay_token(settings.data_dir)
         settings = settings.model_copy(update={"relay_tokens": [SecretStr(generated)]})
     url = f"http://{args.host}:{args.port}"
-    lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+    lock = _embedded_lock(settings)
     try:
         with lock:
             if settings.embedded:
@@ -39,7 +43,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             if settings.embedded:
                 datadir.forget_server(settings.data_dir)
     except datadir.DataDirInUse as exc:
-        print(f"oot-hud: {exc}. Stop it first, or set OOT_HUD_DATA_DIR to another directory.", file=sys.stderr)
+        print(f"oot-hud: {exc}.", file=sys.stderr)
         return 2
     return 0
 
@@ -104,7 +108,7 @@ def _replicate_reconcile(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     dynamodb = boto3.client("dynamodb", config=client_config())
-    lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+    lock = _embedded_lock(settings)
     try:
         with lock:
             warehouse = open_warehouse(settings)
@@ -116,7 +120,7 @@ def _replicate_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             finally:
                 warehouse.close()
     except datadir.DataDirInUse as exc:
-        print(f"oot-hud: {exc}. Stop it first, or set OOT_HUD_DATA_DIR to another directory.", file=sys.stderr)
+        print(f"oot-hud: {exc}.", file=sys.stderr)
         return 2
     except (ReconcileError, WarehouseError, BotoCoreError, ClientError) as exc:
         print(f"oot-hud: reconcile failed ({type(exc).__name__}); nothing was skipped, run it again",
@@ -129,13 +133,10 @@ def _reconcile_job(settings: Settings, dynamodb: object, warehouse: object, tabl
     """What the follower calls when the stream lost records: one reconcile of ``table`` into the warehouse."""
     from replicator.pipeline import Replicator
     from replicator.reconcile import reconcile
-    from replicator.sink import RetryPolicy
     from sql.records import JOB_RESULTS_TABLE
 
     destination = settings.replication_routes().get(table, JOB_RESULTS_TABLE)
-    replicator = Replicator.for_warehouse(warehouse, {table: destination},
-                                          retry=RetryPolicy(attempts=settings.replicator_insert_attempts,
-                                                            timeout=settings.replicator_insert_timeout_s))
+    replicator = Replicator.for_warehouse(warehouse, {table: destination}, retry=_insert_retry(settings))
 
     def run() -> object:
         # Raises ReconcileError when a batch does not land: the follower logs, backs off and asks again.
@@ -158,7 +159,6 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
     from replicator.checkpoints import CheckpointError, FileCheckpoints
     from replicator.follower import StreamFollower
     from replicator.pipeline import Replicator
-    from replicator.sink import RetryPolicy
 
     routes = settings.replication_routes()
     if not routes:
@@ -184,7 +184,7 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    retry = RetryPolicy(attempts=settings.replicator_insert_attempts, timeout=settings.replicator_insert_timeout_s)
+    retry = _insert_retry(settings)
     failed: list[str] = []
 
     def follow(follower: StreamFollower) -> None:
@@ -195,7 +195,7 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
             failed.append(follower.table_name)
             stop.set()
 
-    lock = datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+    lock = _embedded_lock(settings)
     try:
         with lock, contextlib.ExitStack() as held:
             for store in checkpoints.values():
@@ -228,6 +228,17 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from oot_hud import publish
 
     return publish.command(args, settings)
+
+
+def _embedded_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """Hold the embedded data directory for this command (a ClickHouse server needs no lock)."""
+    return datadir.exclusive(settings.data_dir) if settings.embedded else contextlib.nullcontext()
+
+
+def _insert_retry(settings: Settings) -> RetryPolicy:
+    from replicator.sink import RetryPolicy
+
+    return RetryPolicy(attempts=settings.replicator_insert_attempts, timeout=settings.replicator_insert_timeout_s)
 
 
 COMMANDS: dict[str, Command] = {"serve": _serve, "dynamo": _dynamo, "replicate": _replicate}

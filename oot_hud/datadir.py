@@ -19,7 +19,7 @@ class DataDirInUse(RuntimeError):
     def __init__(self, data_dir: Path, server_url: str | None) -> None:
         where = f" by the server at {server_url}" if server_url else ""
         super().__init__(f"the data directory {data_dir} is in use{where}; the embedded engine allows one "
-                         "process per directory")
+                         "process per directory. Stop it first, or set OOT_HUD_DATA_DIR to another directory")
         self.server_url = server_url
 
 

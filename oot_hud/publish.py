@@ -219,8 +219,7 @@ def command(args: Any, settings: Any) -> int:
                     files = _render_locally(settings, ranges)
             except datadir.DataDirInUse as exc:
                 if not exc.server_url:
-                    raise PublishError(f"{exc}. Stop the process using it, or point OOT_HUD_DATA_DIR "
-                                       "elsewhere") from None
+                    raise PublishError(str(exc)) from None
                 print(f"oot-hud: the data directory is held by the server at {exc.server_url}; "
                       "asking it to render the site", file=sys.stderr)
                 files = fetch_site(exc.server_url, ranges)

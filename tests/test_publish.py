@@ -198,7 +198,7 @@ def test_cli_says_what_to_do_when_the_data_dir_is_held(tmp_path: Path) -> None:
     with fake_holder(data_dir, None):
         done = publish_cli(data_dir, tmp_path / "out")
     assert done.returncode == 2
-    assert "is in use" in done.stderr and "Stop the process using it" in done.stderr
+    assert "is in use" in done.stderr and "Stop it first, or set OOT_HUD_DATA_DIR" in done.stderr
     dead = f"http://127.0.0.1:{free_port()}"
     with fake_holder(data_dir, dead):
         done = publish_cli(data_dir, tmp_path / "out")
