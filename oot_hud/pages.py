@@ -72,8 +72,8 @@ def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, s
     return render_backend(page)
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
+async def _services(request: Request) -> Services:
+    return await request.app.state.services.settled()
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

@@ -40,7 +40,7 @@ async def pr_page(request: Request, owner: str, repo: str, number: str,
                                  status_code=400)
     if not _NUMBER.match(number) or int(number) == 0:
         return PlainTextResponse("the PR number must be a positive integer", status_code=400)
-    services: Services = request.app.state.services
+    services: Services = await request.app.state.services.settled()
     settings = services.settings
     upstream_repo, pr_number = f"{owner}/{repo}", int(number)
 

@@ -162,7 +162,7 @@ async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(s
         ranges = parse_ranges(days)
     except PublishError as exc:
         return PlainTextResponse(str(exc), status_code=400)
-    services = request.app.state.services
+    services = await request.app.state.services.settled()
 
     def build() -> bytes:
         return site_archive(render_site(services.warehouse, ranges=ranges, now=now,

@@ -72,7 +72,7 @@ async def run_query(name: str, request: Request) -> JSONResponse:
         query = load(name)
     except QueryNotFound:
         return _error(404, f"no saved query named {name[:80]!r}")
-    services: Services = request.app.state.services
+    services: Services = await request.app.state.services.settled()
     try:
         params = check_params(query, list(request.query_params.multi_items()))
         rows = await asyncio.to_thread(query.run, services.warehouse, params, from_text=True)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oot_hud.services")
 BOT_DRAIN_SECONDS = 5.0
+JOURNAL_DIR = "journal"
 
 
 @dataclasses.dataclass
@@ -27,6 +28,11 @@ class Services:
     relay_tokens: list[str]
     listeners: list[OnChange] = dataclasses.field(default_factory=list)
     bot: Bot | None = None
+
+    async def settled(self) -> Services:
+        """These services, once every result accepted so far is readable (page and API reads call this)."""
+        await self.store.flushed()
+        return self
 
     def announce(self, pr: PrRef) -> None:
         """Fan a "results changed for this PR" out to every subscriber (the bot's writer, caches)."""
@@ -50,8 +56,13 @@ def build_store(settings: Settings, warehouse: Warehouse, on_change: OnChange) -
 
         return DynamoStore.from_environment(settings.dynamo_table)
     from ingest.stores.embedded import EmbeddedStore
+    from ingest.stores.journal import Journal
 
-    return EmbeddedStore(warehouse, on_change=on_change, commit_window_ms=settings.commit_window_ms)
+    # The journal lives in the locked data directory, so only the embedded engine's deployment has one;
+    # against a ClickHouse server each group is inserted before it is answered.
+    journal = Journal(settings.data_dir / JOURNAL_DIR / settings.clickhouse_database) if settings.embedded else None
+    return EmbeddedStore(warehouse, on_change=on_change, commit_window_ms=settings.commit_window_ms,
+                         journal=journal, flush_interval_ms=settings.flush_interval_ms)
 
 
 def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:

@@ -179,6 +179,7 @@ async def test_whole_service_posts_a_relay_result_to_github(
                 response = await http.post("/api/oot/results", json=payload,
                                            headers={"X-OOT-Relay-Token": "relay-token"})
                 assert response.status_code in (200, 201, 202), response.text
+                await services.settled()  # the result is in the warehouse and announced to the bot
                 await services.bot.drain()
                 [comment] = github_fake.bot_comments(REPO, PR)
                 assert comment["body"].startswith(COMMENT_MARKER) and "acme" in comment["body"]
@@ -192,6 +193,7 @@ async def test_whole_service_posts_a_relay_result_to_github(
                     body, SECRET, event="issues", delivery="d-full"))
                 assert hook.status_code == 200
         finally:
+            await services.settled()
             services.warehouse.command(f"DROP DATABASE IF EXISTS {services.warehouse.database}")
 
 
