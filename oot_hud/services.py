@@ -14,6 +14,7 @@ from sql.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from bot.service import Bot
+    from ingest.stores.journal import Journal
 
 log = logging.getLogger("oot_hud.services")
 BOT_DRAIN_SECONDS = 5.0
@@ -47,7 +48,23 @@ def open_warehouse(settings: Settings) -> Warehouse:
     url = settings.clickhouse_url.get_secret_value() if settings.clickhouse_url else None
     warehouse = Warehouse.connect(url=url, data_dir=settings.data_dir, database=settings.clickhouse_database)
     warehouse.apply_schema()
+    journal = open_journal(settings)
+    if journal is not None:
+        from ingest.stores.embedded import replay_journal
+
+        # What a killed server accepted but had not inserted, before anything reads (serve, publish, replicate).
+        replay_journal(journal, warehouse)
     return warehouse
+
+
+def open_journal(settings: Settings) -> Journal | None:
+    """The embedded store's journal: in the locked data directory, so only the embedded engine has one
+    (against a ClickHouse server each group is inserted before it is answered)."""
+    if not settings.embedded:
+        return None
+    from ingest.stores.journal import Journal
+
+    return Journal(settings.data_dir / JOURNAL_DIR / settings.clickhouse_database)
 
 
 def build_store(settings: Settings, warehouse: Warehouse, on_change: OnChange) -> ResultStore:
@@ -56,13 +73,9 @@ def build_store(settings: Settings, warehouse: Warehouse, on_change: OnChange) -
 
         return DynamoStore.from_environment(settings.dynamo_table)
     from ingest.stores.embedded import EmbeddedStore
-    from ingest.stores.journal import Journal
 
-    # The journal lives in the locked data directory, so only the embedded engine's deployment has one;
-    # against a ClickHouse server each group is inserted before it is answered.
-    journal = Journal(settings.data_dir / JOURNAL_DIR / settings.clickhouse_database) if settings.embedded else None
     return EmbeddedStore(warehouse, on_change=on_change, commit_window_ms=settings.commit_window_ms,
-                         journal=journal, flush_interval_ms=settings.flush_interval_ms)
+                         journal=open_journal(settings), flush_interval_ms=settings.flush_interval_ms)
 
 
 def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:

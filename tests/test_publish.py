@@ -31,7 +31,7 @@ from sql.warehouse import Warehouse
 from tests.conftest import RELAY_FIXTURES, relay_payload
 from tests.readpath_app import build_app, serve
 from tests.readpath_data import NOW, record, row
-from tests.servers import REPO_ROOT, free_port, running_server
+from tests.servers import REPO_ROOT, ServerProcess, free_port, running_server
 
 BACKENDS = ("acme/torch-acme", "contoso/pytorch-npu")
 
@@ -208,3 +208,21 @@ def test_cli_says_what_to_do_when_the_data_dir_is_held(tmp_path: Path) -> None:
     bad = publish_cli(data_dir, tmp_path / "out", "--days", "2")
     assert bad.returncode == 2 and "--days takes" in bad.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_publish_after_a_crash_includes_what_the_server_had_only_journaled(tmp_path: Path) -> None:
+    """``kill -9`` between the answer and the insert: publishing from the data dir replays the journal first."""
+    data_dir = tmp_path / "data"
+    server = ServerProcess(data_dir, env={"OOT_HUD_FLUSH_INTERVAL_MS": "600000"}).start()
+    try:
+        for name in ("01_pr_in_progress", "07_pr_l3_matrix_leg_a"):  # the second waits for the interval
+            response = httpx.post(f"{server.base_url}/api/oot/results", json=relay_payload(name),
+                                  headers=server.headers, timeout=30)
+            assert response.status_code == 200
+        assert list((data_dir / "journal" / "oot_hud").glob("*.jsonl"))
+    finally:
+        server.kill()
+    done = publish_cli(data_dir, tmp_path / "site", "--days", "30")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "site" / "30d" / "contoso" / "pytorch-npu" / "index.html").is_file()
+    assert not list((data_dir / "journal" / "oot_hud").glob("*.jsonl"))
