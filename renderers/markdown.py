@@ -279,7 +279,14 @@ def _icon(counts: VerdictCounts, *, blocking_failures: int) -> str:
 
 
 def _job_icon(backend: BackendResult, job: JobResult) -> str:
-    return _icon(VerdictCounts.of([job]), blocking_failures=int(backend.blocking and job.failed))
+    """``_icon`` of a single job's counts (one verdict), without building the counts (hot: every job row)."""
+    if job.failed:
+        return ICON_BLOCKING_FAILURE if backend.blocking else ICON_OTHER_FAILURE
+    return _SINGLE_JOB_ICON[job.verdict]
+
+
+_SINGLE_JOB_ICON = {Verdict.RUNNING: ICON_RUNNING, Verdict.CANCELLED: ICON_OTHER_FAILURE,
+                    Verdict.NO_REPORT: ICON_OTHER_FAILURE, Verdict.SUCCESS: ICON_PASSED}
 
 
 def _jobs_cell(counts: VerdictCounts) -> str:

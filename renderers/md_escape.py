@@ -11,6 +11,7 @@ Renovate and Dependabot use in release notes they quote).
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import quote, urlsplit
 
@@ -53,6 +54,18 @@ def clean(value: object, *, max_chars: int = NAME_MAX_CHARS) -> str:
 
 def md_text(value: object, *, max_chars: int = NAME_MAX_CHARS, empty: str = "–") -> str:
     """Untrusted text -> inert inline Markdown, safe inside a table cell and inside ``<details>``."""
+    if type(value) is str and len(value) <= _MEMO_MAX_CHARS:
+        return _md_text(value, max_chars, empty)
+    return _md_text.__wrapped__(value, max_chars, empty)
+
+
+# A PR's comment escapes the same backend, workflow and job names and links the same URLs many times:
+# memoise the pure functions for short strings (bounded: at most ~1,000 entries of <= 2,048 characters).
+_MEMO_MAX_CHARS = URL_MAX_CHARS
+
+
+@functools.lru_cache(maxsize=1024)
+def _md_text(value: object, max_chars: int, empty: str) -> str:
     text = clean(value, max_chars=max_chars)
     if not text:
         return empty
@@ -64,6 +77,11 @@ def safe_url(value: object, *, allow_http: bool = False) -> str | None:
     ``allow_http``, for our own configured base URL) with a plain host and no credentials."""
     if not isinstance(value, str) or not value or len(value) > URL_MAX_CHARS:
         return None
+    return _safe_url(str(value), allow_http)
+
+
+@functools.lru_cache(maxsize=1024)
+def _safe_url(value: str, allow_http: bool) -> str | None:
     if _INVISIBLE.search(value) or _BREAKS.search(value) or value != value.strip():
         return None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,15 +89,18 @@ class VerdictCounts:
 
     @classmethod
     def of(cls, jobs: Iterable[JobResult]) -> VerdictCounts:
-        counts = dict.fromkeys(("success", "failure", "timed_out", "cancelled", "running", "no_report", "flaky"), 0)
+        # Hot path (every backend row, headline and matrix cell): count into a list indexed by verdict.
+        counts = [0] * 7
         for job in jobs:
-            counts[job.verdict.value] += 1
-            counts["flaky"] += job.flaky
-        return cls(**counts)
+            counts[_COUNT_INDEX[job.verdict]] += 1
+            counts[6] += job.flaky
+        return cls(*counts)
 
     def __add__(self, other: VerdictCounts) -> VerdictCounts:
-        return VerdictCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other),
-                                                     strict=True)))
+        return VerdictCounts(self.success + other.success, self.failure + other.failure,
+                             self.timed_out + other.timed_out, self.cancelled + other.cancelled,
+                             self.running + other.running, self.no_report + other.no_report,
+                             self.flaky + other.flaky)
 
     @property
     def failed(self) -> int:
@@ -105,6 +109,11 @@ class VerdictCounts:
     @property
     def total(self) -> int:
         return self.success + self.failure + self.timed_out + self.cancelled + self.running + self.no_report
+
+
+# VerdictCounts' field order (flaky last, at index 6).
+_COUNT_INDEX = {Verdict.SUCCESS: 0, Verdict.FAILURE: 1, Verdict.TIMED_OUT: 2, Verdict.CANCELLED: 3,
+                Verdict.RUNNING: 4, Verdict.NO_REPORT: 5}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,16 +245,23 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
         pr_number = int(rows[0]["pr_number"])
     head_sha = str(rows[0].get("current_head_sha") or "") if rows else ""
     head_source = str(rows[0].get("head_source") or HEAD_FROM_NEWEST_RESULT) if rows else HEAD_FROM_NEWEST_RESULT
-    if rows and not head_sha:
-        head_sha = _newest_sha(rows)
 
-    levels = _backend_levels(rows)
+    # Hot path (the bot renders on every change; the backend matrix builds ~400 views a page): each row's
+    # recency is computed once and serves the newest SHA, the backends' levels and the superseded order.
+    recency = [_row_recency(row) for row in rows]
+    if rows and not head_sha:
+        head_sha = str(rows[max(range(len(rows)), key=recency.__getitem__)]["head_sha"])
+    levels = _backend_levels(rows, recency)
     by_sha: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    for row in rows:
-        level = levels.get(str(row["downstream_repo"]), "")
-        if level not in LEVEL_ORDER:
+    sha_recency: dict[str, tuple[datetime, datetime]] = {}
+    for row, row_recency in zip(rows, recency, strict=True):
+        repo = str(row["downstream_repo"])
+        if levels[repo] not in LEVEL_ORDER:
             continue  # L1 (onboarding) and unknown levels are stored, never displayed
-        by_sha.setdefault(str(row["head_sha"]), {}).setdefault(str(row["downstream_repo"]), []).append(row)
+        sha = str(row["head_sha"])
+        by_sha.setdefault(sha, {}).setdefault(repo, []).append(row)
+        if sha not in sha_recency or row_recency > sha_recency[sha]:
+            sha_recency[sha] = row_recency
 
     def backends_of(sha: str) -> tuple[BackendResult, ...]:
         found = [
@@ -255,8 +271,7 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
         ]
         return tuple(sorted(found, key=_backend_order))
 
-    newest_first = sorted((sha for sha in by_sha if sha != head_sha),
-                          key=lambda sha: _sha_recency(by_sha[sha]), reverse=True)
+    newest_first = sorted((sha for sha in by_sha if sha != head_sha), key=sha_recency.__getitem__, reverse=True)
     return PrView(
         upstream_repo=upstream_repo, pr_number=pr_number, head_sha=head_sha, head_source=head_source,
         generated_at=now, public_url=public_url.rstrip("/"), silence_hours=silence_hours,
@@ -276,27 +291,18 @@ def _job_order(job: JobResult) -> tuple[int, str, str]:
     return (-VERDICT_SEVERITY[job.verdict], job.workflow.lower(), job.job.lower())
 
 
-def _newest_sha(rows: list[Mapping[str, Any]]) -> str:
-    return str(max(rows, key=_row_recency)["head_sha"])
-
-
 def _row_recency(row: Mapping[str, Any]) -> tuple[datetime, datetime]:
     return (_time(row.get("first_received_at")) or _EPOCH, _time(row.get("received_at")) or _EPOCH)
 
 
-def _sha_recency(by_repo: Mapping[str, list[Mapping[str, Any]]]) -> tuple[datetime, datetime]:
-    return max(_row_recency(row) for repo_rows in by_repo.values() for row in repo_rows)
-
-
-def _backend_levels(rows: list[Mapping[str, Any]]) -> dict[str, str]:
+def _backend_levels(rows: list[Mapping[str, Any]], recency: list[tuple[datetime, datetime]]) -> dict[str, str]:
     """A backend's level is the one on its newest record (levels change as a backend matures)."""
     newest: dict[str, tuple[tuple[datetime, datetime], Mapping[str, Any]]] = {}
-    for row in rows:
+    for row, row_recency in zip(rows, recency, strict=True):
         repo = str(row["downstream_repo"])
-        recency = _row_recency(row)  # once per row (hot path: the backend matrix builds ~400 views a page)
         best = newest.get(repo)
-        if best is None or recency > best[0]:
-            newest[repo] = (recency, row)
+        if best is None or row_recency > best[0]:
+            newest[repo] = (row_recency, row)
     return {repo: str(row.get("downstream_level") or "") for repo, (_, row) in newest.items()}
 
 
@@ -308,30 +314,39 @@ def _jobs(rows: list[Mapping[str, Any]], *, now: datetime, silence: timedelta) -
     return tuple(sorted(jobs, key=_job_order))
 
 
+def _leg_order(leg: LegResult) -> tuple[int, str]:
+    return (-VERDICT_SEVERITY[leg.verdict], leg.check_run_id)
+
+
 def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetime,
          silence: timedelta) -> JobResult:
     attempts = [int(row.get("run_attempt") or 1) for row in rows]
     final_attempt = max(attempts)
-    final_rows = [row for row, attempt in zip(rows, attempts, strict=True) if attempt == final_attempt]
-    legs = tuple(sorted((_leg(row, now=now, silence=silence) for row in final_rows),
-                        key=lambda leg: (-VERDICT_SEVERITY[leg.verdict], leg.check_run_id)))
-    job_verdict = legs[0].verdict  # sorted worst first
-    earlier_failed = len(final_rows) < len(rows) and any(
-        verdict(str(row["status"]), _text(row.get("conclusion")), silent=False) in FAILED_VERDICTS
-        for row, attempt in zip(rows, attempts, strict=True) if attempt < final_attempt
-    )
-    primary = legs[0]  # the worst leg: its links are the ones worth following
+    if len(rows) == 1:  # the common case: one leg, one attempt
+        final_rows = rows
+        earlier_failed = False
+    else:
+        final_rows = [row for row, attempt in zip(rows, attempts, strict=True) if attempt == final_attempt]
+        earlier_failed = len(final_rows) < len(rows) and any(
+            _verdict(str(row["status"]), _text(row.get("conclusion")), False) in FAILED_VERDICTS
+            for row, attempt in zip(rows, attempts, strict=True) if attempt < final_attempt
+        )
+    legs = [_leg(row, now=now, silence=silence) for row in final_rows]
+    if len(legs) > 1:
+        legs.sort(key=_leg_order)
+    primary = legs[0]  # sorted worst first: its verdict is the job's, its links are the ones worth following
+    job_verdict = primary.verdict
     return JobResult(
-        workflow=workflow, job=job, verdict=job_verdict, attempt=final_attempt, legs=legs,
+        workflow=workflow, job=job, verdict=job_verdict, attempt=final_attempt, legs=tuple(legs),
         flaky=earlier_failed and job_verdict is Verdict.SUCCESS,
         also_failing_on_trunk=job_verdict in FAILED_VERDICTS and any(
             bool(row.get("also_failing_on_trunk")) for row in final_rows),
         silent=any(leg.silent for leg in legs),
         duration_s=max((leg.duration_s for leg in legs if leg.duration_s is not None), default=None),
         queue_time_s=max((leg.queue_time_s for leg in legs if leg.queue_time_s is not None), default=None),
-        tests_passed=_sum_or_none(leg.tests_passed for leg in legs),
-        tests_failed=_sum_or_none(leg.tests_failed for leg in legs),
-        tests_skipped=_sum_or_none(leg.tests_skipped for leg in legs),
+        tests_passed=_sum_or_none([leg.tests_passed for leg in legs]),
+        tests_failed=_sum_or_none([leg.tests_failed for leg in legs]),
+        tests_skipped=_sum_or_none([leg.tests_skipped for leg in legs]),
         run_url=primary.run_url or next((leg.run_url for leg in legs if leg.run_url), ""),
         artifact_url=primary.artifact_url or next((leg.artifact_url for leg in legs if leg.artifact_url), ""),
         started_at=min((leg.started_at for leg in legs if leg.started_at), default=None),
@@ -343,20 +358,28 @@ def _leg(row: Mapping[str, Any], *, now: datetime, silence: timedelta) -> LegRes
     status = str(row["status"])
     started = _time(row.get("started_at"))
     completed = _time(row.get("completed_at"))
-    since = started or _time(row.get("first_received_at"))
-    silent = status != "completed" and since is not None and now - since > silence
+    silent = False
+    if status != "completed":
+        since = started or _time(row.get("first_received_at"))
+        silent = since is not None and now - since > silence
     duration = _float(row.get("execution_time_s"))
     if duration is None and started and completed and completed >= started:
         duration = (completed - started).total_seconds()
     return LegResult(
         check_run_id=str(row.get("check_run_id") or ""),
-        verdict=verdict(status, _text(row.get("conclusion")), silent=silent),
+        verdict=_verdict(status, _text(row.get("conclusion")), silent),
         silent=silent, duration_s=duration, queue_time_s=_float(row.get("queue_time_s")),
         tests_passed=_int(row.get("tests_passed")), tests_failed=_int(row.get("tests_failed")),
         tests_skipped=_int(row.get("tests_skipped")),
         run_url=str(row.get("workflow_url") or ""), artifact_url=str(row.get("artifact_url") or ""),
         started_at=started, completed_at=completed,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _verdict(status: str, conclusion: str | None, silent: bool) -> Verdict:
+    """``policy.verdict``, memoised: a PR has a handful of (status, conclusion) pairs and hundreds of legs."""
+    return verdict(status, conclusion, silent=silent)
 
 
 def _sum_or_none(values: Iterable[int | None]) -> int | None:
