@@ -27,11 +27,16 @@ def changed_prs(changes: Iterable[HasPr]) -> tuple[PrRef, ...]:
 
 def announce_changes(changes: Iterable[HasPr], on_change: Callable[[PrRef], None]) -> tuple[PrRef, ...]:
     """Call ``on_change`` for each changed PR; a failing subscriber is logged, never fails the batch."""
-    prs = changed_prs(changes)
-    for pr in prs:
+    return announce_prs((change.pr for change in changes), on_change)
+
+
+def announce_prs(prs: Iterable[PrRef], on_change: Callable[[PrRef], None]) -> tuple[PrRef, ...]:
+    """``announce_changes`` for PRs already extracted (each distinct PR once, in first-seen order)."""
+    distinct = tuple(dict.fromkeys(prs))
+    for pr in distinct:
         try:
             on_change(pr)
         except Exception:
             log.exception("change subscriber failed repo=%s pr=%d sha=%s", pr.upstream_repo, pr.pr_number,
                           pr.head_sha)
-    return prs
+    return distinct

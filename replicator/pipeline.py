@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
-from replicator.announce import announce_changes
+from replicator.announce import announce_prs
+from replicator.columns import ColumnBatch, convert_columns
 from replicator.convert import Change, PoisonRecord, convert_record, raw_json, sequence_number, source_table_of
 from replicator.sink import DeadLetter, RetryPolicy, SinkUnavailable, WarehouseSink
 from sql.records import PrRef
@@ -68,9 +70,9 @@ class _Write:
 
     indexes: list[int]
     table: str | None = None  # None: the dead-letter table
-    changes: dict[str, Change] = dataclasses.field(default_factory=dict)
+    rows: Sequence[Sequence[Any]] = ()
+    prs: Callable[[], Iterable[PrRef]] = tuple  # the PRs of ``rows``, computed only for a subscriber
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
-    key_indexes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 class Replicator:
@@ -94,13 +96,13 @@ class Replicator:
         """Replicate ``records`` (in shard order). Never raises for poison data or a warehouse outage."""
         writes, skipped, letters = self._plan(records, source_table)
         landed = 0
-        changed: list[Change] = []
+        changed: list[_Write] = []
         for position, write in enumerate(writes):
             try:
                 if write.table is None:
                     self.sink.write_dead_letters(write.letters)
                 else:
-                    self.sink.write_rows(write.table, [change.row for change in write.changes.values()])
+                    self.sink.write_rows(write.table, write.rows)
             except SinkUnavailable as exc:
                 failed = min(index for later in writes[position:] for index in later.indexes)
                 announced = self._announce(changed)
@@ -108,19 +110,25 @@ class Replicator:
                 log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records), sequence, exc)
                 return BatchResult(len(records), landed, skipped, letters, failed, sequence, announced)
             if write.table is not None:
-                landed += len(write.changes)
-                changed.extend(write.changes.values())
+                landed += len(write.rows)
+                changed.append(write)
         announced = self._announce(changed)
         log.info("batch replicated records=%d landed=%d skipped=%d dead_lettered=%d", len(records), landed,
                  skipped, letters)
         return BatchResult(len(records), landed, skipped, letters, None, None, announced)
 
     def _plan(self, records: Sequence[Mapping[str, Any]], source_table: str | None) -> tuple[list[_Write], int, int]:
-        """Convert every record; group rows per destination table (newest version of each key wins)."""
-        by_table: dict[str, _Write] = {}
+        """Convert every record; group rows per destination table (newest version of each key wins).
+
+        Plain INSERT/MODIFY records take the columnar fast path (``replicator.columns``); the rest, and
+        every record of a table whose batch repeats a key, go through ``convert_record`` one by one.
+        """
+        batches, rest = convert_columns(records, self.routes, source_table)
         dead = _Write(indexes=[])
         skipped = 0
-        for index, record in enumerate(records):
+        exact: dict[str, list[tuple[int, Change]]] = {}
+        for index in rest:
+            record = records[index]
             if not isinstance(record, Mapping):
                 dead.indexes.append(index)
                 dead.letters.append(DeadLetter(source_table or "", "", "", "record is not an object",
@@ -139,39 +147,58 @@ class Replicator:
             if change is None:
                 skipped += 1
                 continue
-            write = by_table.setdefault(change.table, _Write(indexes=[], table=change.table))
-            write.indexes.append(index)
-            write.key_indexes.setdefault(change.key, []).append(index)
-            current = write.changes.get(change.key)
-            if current is None or change.version >= current.version:
-                write.changes[change.key] = change
+            exact.setdefault(change.table, []).append((index, change))
+        fast = {batch.table: batch for batch in batches}
+        first_index = {table: changes[0][0] for table, changes in exact.items()}
+        for batch in batches:
+            first_index[batch.table] = min(batch.indexes[0], first_index.get(batch.table, batch.indexes[0]))
         writes: list[_Write] = []
-        for write in by_table.values():
-            writes.extend(self._chunks(write))
+        for table in sorted(first_index, key=first_index.__getitem__):  # tables in first-seen order
+            batch, changes = fast.get(table), exact.get(table, [])
+            if batch is not None and not changes and len(set(batch.keys)) == len(batch.keys):
+                writes.extend(self._column_chunks(batch))
+                continue
+            if batch is not None:  # a key repeats, or some records took the exact path: merge in batch order
+                changes.extend(zip(batch.indexes, [Change(table, list(row)) for row in batch.rows()], strict=True))
+                changes.sort(key=itemgetter(0))
+            writes.extend(self._chunks(table, changes))
         if dead.letters:
             writes.append(dead)
         return writes, skipped, len(dead.letters)
 
-    def _chunks(self, write: _Write) -> list[_Write]:
-        """Split a table's rows into inserts of at most ``max_rows_per_insert``, keys in first-seen order.
+    def _column_chunks(self, batch: ColumnBatch) -> list[_Write]:
+        """Inserts of at most ``max_rows_per_insert`` rows from a batch without repeated keys."""
+        size = self.max_rows_per_insert
+        parts = [batch] if len(batch.indexes) <= size else [
+            batch.slice(start, start + size) for start in range(0, len(batch.indexes), size)]
+        return [_Write(indexes=part.indexes, table=part.table, rows=part.rows(), prs=part.prs) for part in parts]
 
-        A chunk carries the indexes of every record of its keys (superseded versions included): once the
-        newest version of a key has landed, the older records of that key are durable too.
+    def _chunks(self, table: str, changes: Sequence[tuple[int, Change]]) -> list[_Write]:
+        """The newest version of each key (the later record on a tie), in inserts of ``max_rows_per_insert``.
+
+        Keys stay in first-seen order. A chunk carries the indexes of every record of its keys (superseded
+        versions included): once the newest version of a key has landed, the older records are durable too.
         """
-        if len(write.changes) <= self.max_rows_per_insert:
-            return [write]
-        keys = list(write.changes)
+        newest: dict[str, Change] = {}
+        key_indexes: dict[str, list[int]] = {}
+        for index, change in changes:
+            key_indexes.setdefault(change.key, []).append(index)
+            current = newest.get(change.key)
+            if current is None or change.version >= current.version:
+                newest[change.key] = change
+        keys = list(newest)
         chunks = []
         for start in range(0, len(keys), self.max_rows_per_insert):
-            part = keys[start:start + self.max_rows_per_insert]
-            chunks.append(_Write(indexes=[i for key in part for i in write.key_indexes[key]], table=write.table,
-                                 changes={key: write.changes[key] for key in part}))
+            part = [newest[key] for key in keys[start:start + self.max_rows_per_insert]]
+            chunks.append(_Write(indexes=[i for change in part for i in key_indexes[change.key]], table=table,
+                                 rows=[change.row for change in part],
+                                 prs=lambda part=part: [change.pr for change in part]))
         return chunks
 
-    def _announce(self, changed: Sequence[Change]) -> tuple[PrRef, ...]:
+    def _announce(self, written: Sequence[_Write]) -> tuple[PrRef, ...]:
         if self.on_change is None:
             return ()
-        return announce_changes(changed, self.on_change)
+        return announce_prs((pr for write in written for pr in write.prs()), self.on_change)
 
 
 def _dead_letter(record: Mapping[str, Any], reason: str, source_table: str | None) -> DeadLetter:

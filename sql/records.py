@@ -138,7 +138,7 @@ _TIME_COLUMNS = frozenset({"started_at", "completed_at", "first_received_at", "r
 _INT_COLUMNS = frozenset({"pr_number", "run_attempt", "tests_passed", "tests_failed", "tests_skipped",
                           "tests_total", "version", "deleted"})
 _FLOAT_COLUMNS = frozenset({"queue_time_s", "execution_time_s"})
-_UINT64_MAX = 2**64 - 1
+UINT64_MAX = 2**64 - 1
 _STRING_DEFAULTS = {"event_type": "pull_request", "upstream_repo": "pytorch/pytorch"}
 
 
@@ -184,7 +184,7 @@ def _time_converter(*, required: bool) -> Callable[[str, Any], Any]:
 
 def _int_converter(default: int | None) -> Callable[[str, Any], Any]:
     def convert(name: str, value: Any) -> Any:
-        if type(value) is int and 0 <= value <= _UINT64_MAX:
+        if type(value) is int and 0 <= value <= UINT64_MAX:
             return value
         if value is None:
             return default
@@ -213,19 +213,42 @@ def _string_converter(default: str) -> Callable[[str, Any], Any]:
     return convert
 
 
-def _converter_for(name: str) -> Callable[[str, Any], Any]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """How one warehouse column is filled from an item attribute.
+
+    ``item_to_row`` and the replicator's batch converter both derive from these specs, so there is one
+    mapping. ``convert(name, value)`` is the exact per-value rule (``None`` = absent -> ``default``; raises
+    ``RowConversionError``). Contract the batch converter relies on (tests check it): a ``str`` for a
+    "string" column, an ``int`` in ``0..UINT64_MAX`` for an "int" column and a finite ``float`` for a
+    "float" column convert to themselves.
+    """
+
+    name: str
+    type: str  # the ClickHouse type
+    kind: str  # "string", "int", "float" or "time"
+    default: Any  # the value of an absent attribute
+    required: bool  # an absent attribute is poison
+    convert: Callable[[str, Any], Any]
+
+
+def _spec_for(name: str, type_: str) -> ColumnSpec:
+    required = name in _REQUIRED or name == "first_received_at"
     if name in _TIME_COLUMNS:
-        return _time_converter(required=name == "first_received_at")
+        return ColumnSpec(name, type_, "time", None, required,
+                          _time_converter(required=name == "first_received_at"))
     if name in _INT_COLUMNS:
-        return _int_converter(1 if name == "run_attempt" else (0 if name in {"pr_number", "version", "deleted"}
-                                                                else None))
+        default = 1 if name == "run_attempt" else (0 if name in {"pr_number", "version", "deleted"} else None)
+        return ColumnSpec(name, type_, "int", default, required, _int_converter(default))
     if name in _FLOAT_COLUMNS:
-        return _float_converter
-    return _string_converter(_STRING_DEFAULTS.get(name, ""))
+        return ColumnSpec(name, type_, "float", None, required, _float_converter)
+    default = _STRING_DEFAULTS.get(name, "")
+    return ColumnSpec(name, type_, "string", default, required, _string_converter(default))
 
 
+COLUMN_SPECS: tuple[ColumnSpec, ...] = tuple(_spec_for(name, type_) for name, type_ in COLUMNS)
 _CONVERTERS: tuple[tuple[str, Callable[[str, Any], Any]], ...] = tuple(
-    (name, _converter_for(name)) for name in COLUMN_NAMES)
+    (spec.name, spec.convert) for spec in COLUMN_SPECS)
 _VERSION_INDEX = COLUMN_NAMES.index("version")
 _DELETED_INDEX = COLUMN_NAMES.index("deleted")
 
@@ -237,7 +260,7 @@ def _to_int(name: str, value: Any) -> int:
         if not value.is_finite() or value != value.to_integral_value():
             raise RowConversionError(f"{name} is not an integer")
         value = int(value)
-    if not isinstance(value, int) or not 0 <= value <= _UINT64_MAX:
+    if not isinstance(value, int) or not 0 <= value <= UINT64_MAX:
         raise RowConversionError(f"{name} is out of range")
     return value
 
