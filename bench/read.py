@@ -2,7 +2,7 @@
 runs) in an embedded warehouse of its own, then the latency of every saved query and page render, and the
 time to publish the whole static site.
 
-    .venv/bin/python bench/read.py [--rows 1000000] [--keep DIR]
+    .venv/bin/python bench/read.py [--rows 1000000] [--keep DIR] [--pr-only]
 
 Targets (issue 4): PR query + Markdown < 50 ms; summary page < 300 ms; backend matrix < 300 ms; publishing
 the site for 100 backends < 60 s. Latencies are the median of several warm runs.
@@ -11,6 +11,7 @@ the site for 100 backends < 60 s. Latencies are the median of several warm runs.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -143,6 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="data dir to reuse/keep (default: a temp dir)")
+    parser.add_argument("--pr-only", action="store_true", help="only the PR query and Markdown (no pages, no site)")
     args = parser.parse_args()
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="oot-bench-read-"))
     warehouse = Warehouse.connect(url=None, data_dir=data_dir, database="bench_read")
@@ -165,53 +167,69 @@ def main() -> int:
                            "GROUP BY r ORDER BY count() DESC LIMIT 1")[0]["r"]
     pr = warehouse.query("SELECT pr_number AS p FROM oot_job_results WHERE pr_number != 0 "
                          "GROUP BY p ORDER BY count() DESC LIMIT 1")[0]["p"]
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 shared cores: wall times grow with it)")
     print(f"{'':<52} {'wall':>9} {'cpu':>9}")
 
-    def measure(label: str, fn: Callable[[], Any], target: float | None = None) -> None:
-        wall, cpu = median_ms(fn)
+    def measure(label: str, fn: Callable[[], Any], target: float | None = None, runs: int = 7) -> None:
+        wall, cpu = median_ms(fn, runs)
         mark = "" if target is None else (f"  < {target:.0f} ms: " + ("ok" if min(wall, cpu) < target else "MISSED"))
         print(f"{label:<52} {wall:6.1f} ms {cpu:6.1f} ms{mark}", flush=True)
 
-    for days in (1, 7, 30):
-        measure(f"query oot_summary days={days}",
-                lambda d=days: load("oot_summary").run(warehouse, {"days": d, "now": now, "silence_hours": 6}))
-    for days in (7, 30):
-        measure(f"query oot_backend_dashboard days={days}", lambda d=days: load("oot_backend_dashboard").run(
-            warehouse, {"repo": repo, "days": d, "now": now, "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK}))
-    for days in (1, 7, 30):
-        measure(f"page summary (query+build+render) days={days}",
-                lambda d=days: summary_html(warehouse, days=d, now=NOW, silence_hours=6, site=Site()), 300)
-    for days in (7, 30):
-        measure(f"page backend matrix days={days}",
-                lambda d=days: backend_html(warehouse, repo, days=d, now=NOW, silence_hours=6, site=Site()), 300)
+    if not args.pr_only:
+        for days in (1, 7, 30):
+            measure(f"query oot_summary days={days}",
+                    lambda d=days: load("oot_summary").run(warehouse, {"days": d, "now": now, "silence_hours": 6}))
+        for days in (7, 30):
+            measure(f"query oot_backend_dashboard days={days}", lambda d=days: load("oot_backend_dashboard").run(
+                warehouse, {"repo": repo, "days": d, "now": now, "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK}))
+        for days in (1, 7, 30):
+            measure(f"page summary (query+build+render) days={days}",
+                    lambda d=days: summary_html(warehouse, days=d, now=NOW, silence_hours=6, site=Site()), 300)
+        for days in (7, 30):
+            measure(f"page backend matrix days={days}",
+                    lambda d=days: backend_html(warehouse, repo, days=d, now=NOW, silence_hours=6, site=Site()), 300)
     try:
         from renderers.markdown import render_check_run, render_pr_comment
         from renderers.pr_view import build_pr_view
+        from sql.pr_results import fetch_pr_rows
     except ImportError:
         print("(PR view / Markdown renderer not available: skipped)")
     else:
-        measure("query oot_pr_results",
-                lambda: load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr}))
-
-        def pr_markdown() -> None:
-            rows = load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr})
-            view = build_pr_view(rows, now=NOW, silence_hours=6, public_url="https://hud.example",
+        # The PR path as the bot (bot/render.py) and the PR page run it: fetch_pr_rows (the saved query,
+        # timezone-aware rows) -> build_pr_view -> comment + check run. Cheap, so more runs for steadier medians.
+        def pr_view(rows: list[dict[str, Any]]) -> Any:
+            return build_pr_view(rows, now=NOW, silence_hours=6, public_url="https://hud.example",
                                  upstream_repo="pytorch/pytorch", pr_number=pr)
+
+        def markdown(view: Any) -> None:
             render_pr_comment(view)
             render_check_run(view)
 
-        measure("PR query + view + comment + check-run Markdown", pr_markdown, 50)
+        rows = fetch_pr_rows(warehouse, "pytorch/pytorch", pr)
+        print(f"heaviest PR: #{pr}, {len(rows)} rows")
+        measure("query oot_pr_results (saved query, JSON API path)",
+                lambda: load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr}),
+                runs=21)
+        measure("fetch_pr_rows (same query, aware times)",
+                lambda: fetch_pr_rows(warehouse, "pytorch/pytorch", pr), runs=21)
+        measure("build_pr_view", lambda: pr_view(rows), runs=21)
+        view = pr_view(rows)
+        measure("comment + check-run Markdown", lambda: markdown(view), runs=21)
+        measure("PR query + view + comment + check-run Markdown",
+                lambda: markdown(pr_view(fetch_pr_rows(warehouse, "pytorch/pytorch", pr))), 50, runs=21)
 
-    out = Path(tempfile.mkdtemp(prefix="oot-bench-site-"))
-    started, started_cpu = time.perf_counter(), time.process_time()
-    files = render_site(warehouse, ranges=(1, 7, 30), now=NOW, silence_hours=6)
-    write_site(files, out)
-    publish_s, publish_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    size = sum(p.stat().st_size for p in out.rglob("*.html"))
-    ok = "ok" if min(publish_s, publish_cpu) < 60 else "MISSED"
-    print(f"{'publish whole site (1/7/30 days)':<52} {publish_s:6.1f} s  {publish_cpu:6.1f} s   < 60 s: {ok}; "
-          f"{len(files)} pages, {size / 1e6:.1f} MB")
-    shutil.rmtree(out)
+    if not args.pr_only:
+        out = Path(tempfile.mkdtemp(prefix="oot-bench-site-"))
+        started, started_cpu = time.perf_counter(), time.process_time()
+        files = render_site(warehouse, ranges=(1, 7, 30), now=NOW, silence_hours=6)
+        write_site(files, out)
+        publish_s, publish_cpu = time.perf_counter() - started, time.process_time() - started_cpu
+        size = sum(p.stat().st_size for p in out.rglob("*.html"))
+        ok = "ok" if min(publish_s, publish_cpu) < 60 else "MISSED"
+        print(f"{'publish whole site (1/7/30 days)':<52} {publish_s:6.1f} s  {publish_cpu:6.1f} s   < 60 s: {ok}; "
+              f"{len(files)} pages, {size / 1e6:.1f} MB")
+        shutil.rmtree(out)
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
     warehouse.close()
     if args.keep is None:
         shutil.rmtree(data_dir, ignore_errors=True)

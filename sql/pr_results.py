@@ -17,4 +17,6 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int) -> l
     Raises ``sql.saved.QueryParamError`` for an invalid repo/number and ``WarehouseError`` when the
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
     """
-    return load(PR_RESULTS_QUERY).run(warehouse, {"upstream_repo": upstream_repo, "pr": pr_number})
+    query = load(PR_RESULTS_QUERY)
+    # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
+    return warehouse.query_aware(query.sql, query.bind({"upstream_repo": upstream_repo, "pr": pr_number}))

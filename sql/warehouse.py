@@ -94,6 +94,18 @@ class Warehouse:
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
+    def query_aware(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``query``, but UTC DateTime values come back timezone-aware (``tzinfo=UTC``), not naive. For hot
+        readers that need aware times: the driver builds them at no extra cost, while attaching the zone
+        afterwards costs a ``datetime.replace`` per value (~3 ms of the PR view's ~7 ms on a 573-row PR)."""
+        with self._lock:
+            try:
+                result = self._client.query(sql, parameters=parameters, tz_mode="aware")
+            except Exception as exc:
+                raise WarehouseError(str(exc)) from exc
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
     def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
         """Insert rows with explicit column names and synchronous insert settings."""
         if not rows:

@@ -113,6 +113,8 @@ async def test_warehouse_failure_is_503_without_details(tmp_path: Path, engine_d
         def query(self, *args: Any, **kwargs: Any) -> Any:
             raise WarehouseError("connection refused to http://user:secret@db:8123")
 
+        query_aware = query  # the PR rows' read (sql/pr_results.py)
+
         def ping(self) -> bool:
             return False
 

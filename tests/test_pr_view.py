@@ -199,3 +199,17 @@ def test_query_parameters_are_checked(warehouse: Warehouse) -> None:
                 {"upstream_repo": "pytorch/pytorch", "pr": 1, "extra": 2}):
         with pytest.raises(QueryParamError):
             query.run(warehouse, bad)
+
+
+async def test_fetch_gives_aware_times_and_the_same_view_as_the_saved_query(warehouse: Warehouse) -> None:
+    """``fetch_pr_rows`` reads with timezone-aware datetimes (``Warehouse.query_aware``; the view skips a
+    conversion per value); the rows and the view equal those from the saved query's naive rows."""
+    await ingest(warehouse, [*PR_FIXTURES, *TRUNK_FIXTURES])
+    aware = fetch_pr_rows(warehouse, "pytorch/pytorch", PR)
+    naive = load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": PR})
+    assert aware and all(row["received_at"].tzinfo is not None for row in aware)
+    assert all(row["received_at"].tzinfo is None for row in naive)
+    assert aware == [{name: value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+                      for name, value in row.items()} for row in naive]
+    as_view = {"now": NOW, "silence_hours": 6, "public_url": "https://hud.example"}
+    assert build_pr_view(aware, **as_view) == build_pr_view(naive, **as_view)

@@ -46,7 +46,8 @@ SELECT
     if(webhook_head != '', 'webhook', 'newest_result') AS head_source,
     toUInt8(has(trunk_failing, (downstream_repo, workflow_name, job_name))) AS also_failing_on_trunk
 FROM oot_job_results FINAL
-WHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} AND deleted = 0
+PREWHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64}
+WHERE deleted = 0
 ORDER BY head_sha, downstream_repo, workflow_name, job_name, run_attempt, check_run_id
 SETTINGS do_not_merge_across_partitions_select_final = 1, max_threads = 1, compile_expressions = 0,
          compile_aggregate_expressions = 0, compile_sort_description = 0
