@@ -35,7 +35,7 @@ from sql.warehouse import Warehouse
 log = logging.getLogger("ingest.stores.embedded")
 
 DEFAULT_COMMIT_WINDOW_MS = 5.0
-DEFAULT_FLUSH_INTERVAL_MS = 100.0
+DEFAULT_FLUSH_INTERVAL_MS = 500.0
 DEFAULT_CACHE_SIZE = 10_000  # recent items (~1-2 KB each): most in_progress -> completed pairs skip the read
 MAX_GROUP = 2_000  # writes per group; a bigger backlog is taken as several groups
 FLUSHED_WAIT_S = 10.0  # a reader waits at most this long for the journal to drain, then reads what is there
