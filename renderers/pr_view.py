@@ -336,11 +336,20 @@ def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetim
         legs.sort(key=_leg_order)
     primary = legs[0]  # sorted worst first: its verdict is the job's, its links are the ones worth following
     job_verdict = primary.verdict
+    also_failing_on_trunk = job_verdict in FAILED_VERDICTS and any(
+        bool(row.get("also_failing_on_trunk")) for row in final_rows)
+    if len(legs) == 1:  # the common case: the job's figures are its leg's (what the merge below gives)
+        return JobResult(
+            workflow=workflow, job=job, verdict=job_verdict, attempt=final_attempt, legs=(primary,),
+            flaky=earlier_failed and job_verdict is Verdict.SUCCESS, also_failing_on_trunk=also_failing_on_trunk,
+            silent=primary.silent, duration_s=primary.duration_s, queue_time_s=primary.queue_time_s,
+            tests_passed=primary.tests_passed, tests_failed=primary.tests_failed,
+            tests_skipped=primary.tests_skipped, run_url=primary.run_url, artifact_url=primary.artifact_url,
+            started_at=primary.started_at, completed_at=primary.completed_at,
+        )
     return JobResult(
         workflow=workflow, job=job, verdict=job_verdict, attempt=final_attempt, legs=tuple(legs),
-        flaky=earlier_failed and job_verdict is Verdict.SUCCESS,
-        also_failing_on_trunk=job_verdict in FAILED_VERDICTS and any(
-            bool(row.get("also_failing_on_trunk")) for row in final_rows),
+        flaky=earlier_failed and job_verdict is Verdict.SUCCESS, also_failing_on_trunk=also_failing_on_trunk,
         silent=any(leg.silent for leg in legs),
         duration_s=max((leg.duration_s for leg in legs if leg.duration_s is not None), default=None),
         queue_time_s=max((leg.queue_time_s for leg in legs if leg.queue_time_s is not None), default=None),
