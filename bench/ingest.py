@@ -315,6 +315,8 @@ async def run(args: argparse.Namespace) -> int:
             todo = max(0, args.rss_results - done)
             bulk = await closed_loop("bulk load", url, token, todo, args.concurrency, f"r{stamp}")
             print(bulk.line())
+            if FAILURES:
+                print(f"failures so far: {FAILURES}")
             print(f"server RSS after {done + todo} results: {rss_mib(pid):.0f} MiB (target < 600 MiB)", flush=True)
             # The engine's allocator hands freed pages back after a few seconds: what stays is the real cost.
             await asyncio.sleep(10)

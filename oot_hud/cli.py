@@ -37,8 +37,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             if settings.embedded:
                 datadir.record_server(settings.data_dir, url)
             _print_banner(settings, url, generated)
+            # Keep-alive longer than a load balancer's idle timeout (ALB: 60 s), so the server is never the side
+            # that closes a connection a client is about to reuse (the client would see a reset mid-request).
             config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                                    log_level=args.log_level, workers=1, access_log=False)
+                                    log_level=args.log_level, workers=1, access_log=False, timeout_keep_alive=75)
             uvicorn.Server(config).run()
             if settings.embedded:
                 datadir.forget_server(settings.data_dir)
