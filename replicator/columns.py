@@ -21,7 +21,15 @@ from operator import itemgetter
 from typing import Any
 
 from replicator.convert import source_table_of
-from sql.records import COLUMN_NAMES, COLUMN_SPECS, UINT64_MAX, ColumnSpec, PrRef, RowConversionError
+from sql.records import (
+    COLUMN_NAMES,
+    COLUMN_SPECS,
+    UINT64_MAX,
+    ColumnSpec,
+    PrRef,
+    RowConversionError,
+    canonical_times,
+)
 
 _UPSERTS = frozenset({"INSERT", "MODIFY"})
 _KNOWN = frozenset(COLUMN_NAMES)
@@ -222,14 +230,17 @@ def _string_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict
 def _time_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict[str, dict[str, Any]]
                  ) -> list[Any]:
     # Timestamps repeat (first_received_at = received_at, completed_at = received_at of the completion):
-    # convert each text once, with the spec's own (exact) converter, which also refuses non-strings.
+    # convert each distinct text once, canonical ones in one batch (sql.records.canonical_times).
     times = caches["time"]
-    convert, name = spec.convert, spec.name
-    for text in set(texts).difference(times):
-        if text is not None:
-            if type(text) is not str:
-                raise _Slow
-            times[text] = convert(name, text)
+    new = [text for text in set(texts).difference(times) if text is not None]
+    if new:
+        try:
+            times.update(zip(new, canonical_times(new), strict=True))
+        except (ValueError, TypeError):  # not all canonical: the spec's converter, one text at a time
+            for text in new:
+                if type(text) is not str:
+                    raise _Slow from None
+                times[text] = spec.convert(spec.name, text)
     if absent:
         return [None if text is None else times[text] for text in texts]
     return list(map(times.__getitem__, texts))

@@ -14,7 +14,15 @@ from replicator.columns import convert_columns
 from replicator.convert import PoisonRecord, convert_record
 from replicator.pipeline import Replicator
 from replicator.sink import RetryPolicy, WarehouseSink
-from sql.records import COLUMN_NAMES, COLUMN_SPECS, JOB_RESULTS_TABLE, UINT64_MAX, PrRef, item_to_row
+from sql.records import (
+    COLUMN_NAMES,
+    COLUMN_SPECS,
+    JOB_RESULTS_TABLE,
+    UINT64_MAX,
+    PrRef,
+    canonical_times,
+    item_to_row,
+)
 from sql.warehouse import Warehouse, WarehouseError
 from tests.stream_records import TABLE, completed, item, job, latest, stream_record
 
@@ -193,6 +201,22 @@ def test_column_specs_hold_the_contract_the_fast_path_relies_on() -> None:
             assert isinstance(spec.convert(spec.name, "2026-11-27T12:00:00.000Z"), datetime)
         if not spec.required:
             assert spec.convert(spec.name, None) == spec.default, spec.name
+
+
+@pytest.mark.parametrize(("texts", "accepted"), [
+    (["2026-11-27T12:00:00.000Z", "2026-11-27T12:00:00.123Z", "1999-01-01T00:00:00Z",
+      "2026-11-27T12:00:00.123456Z"], True),
+    (["2026-11-27T12:00:00.000Z", "2026-11-27T14:00:00+02:00"], False),
+    (["2026-11-27T12:00:00.000Z", "2026-11-27"], False),
+    (["2026-13-01T00:00:00.000Z"], False), (["garbageZ"], False), ([""], False),
+])
+def test_canonical_times_is_the_time_converters_rule_in_bulk(texts: list[str], accepted: bool) -> None:
+    spec = next(spec for spec in COLUMN_SPECS if spec.name == "received_at")
+    if not accepted:
+        with pytest.raises(ValueError):
+            canonical_times(texts)  # refused: the fast path converts such texts one by one
+        return
+    assert strict(canonical_times(texts)) == strict(spec.convert(spec.name, text) for text in texts)
 
 
 # ---- through the pipeline: the fast write, its chunks and their failure reporting ----
