@@ -1,19 +1,15 @@
 """Benchmark: stream records/second converted + inserted by the replicator vs a bare ``client.insert``.
 
-Run: ``.venv/bin/python bench/replicate.py [--records N] [--repeat R] [--fresh]``. Both paths write the
-same rows into their own fresh ``oot_job_results`` table of one embedded engine, interleaved batch by batch
-(which goes first alternates); each path's figure comes from its median batch time, which resists the noise
-of a shared machine. Overhead = replicator batch time / bare batch time - 1. ``--fresh`` rebuilds every
-batch's input (untimed) just before it is used, for both paths, as a Lambda handler gets a just-parsed
-event; by default inputs are built once up front and are out of the CPU caches when they are used.
+Run: ``.venv/bin/python bench/replicate.py [--records N] [--repeat R]``. Both paths write the same rows
+into their own fresh ``oot_job_results`` table of one embedded engine, interleaved batch by batch (which
+goes first alternates); each path's figure comes from its median batch time, which resists the noise of a
+shared machine. Overhead = replicator batch time / bare batch time - 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pickle
 import statistics
 import sys
 import tempfile
@@ -68,24 +64,10 @@ def make_records(count: int) -> tuple[list[dict[str, Any]], list[list[Any]]]:
 
 
 def run(data_dir: Path, records: list[dict[str, Any]], rows: list[list[Any]], batch: int,
-        repeat: int, fresh: bool = False) -> dict[str, float]:
-    """Per-batch timings of both paths, alternating which goes first; throughput from the median batch.
-
-    ``fresh``: each batch's input is rebuilt (untimed) right before its step, records from the Lambda
-    event's JSON and rows from a pickle, as a Lambda handler receives a freshly parsed event. Otherwise
-    both paths read inputs built once at the start (long out of the CPU caches by the time they run).
-    """
+        repeat: int) -> dict[str, float]:
+    """Per-batch timings of both paths, alternating which goes first; throughput from the median batch."""
     replicated: list[float] = []
     bare: list[float] = []
-    starts = range(0, len(records), batch)
-    record_texts = {start: json.dumps(records[start:start + batch]) for start in starts} if fresh else {}
-    row_blobs = {start: pickle.dumps(rows[start:start + batch]) for start in starts} if fresh else {}
-
-    def inputs(start: int) -> tuple[list[dict[str, Any]], list[list[Any]]]:
-        if fresh:
-            return json.loads(record_texts[start]), pickle.loads(row_blobs[start])  # noqa: S301 (our own bytes)
-        return records[start:start + batch], rows[start:start + batch]
-
     for attempt in range(repeat):
         target = Warehouse.connect(url=None, data_dir=data_dir, database=f"bench_rep_{batch}_{attempt}")
         target.apply_schema()
@@ -94,25 +76,23 @@ def run(data_dir: Path, records: list[dict[str, Any]], rows: list[list[Any]], ba
         client = plain._client  # the bare clickhouse-connect client, no wrapper
         replicator = Replicator.for_warehouse(target, {SOURCE: JOB_RESULTS_TABLE})
 
-        def replicate(batch_records: list[dict[str, Any]], replicator: Replicator = replicator) -> None:
-            result = replicator.process(batch_records)
-            assert result.ok and result.landed == len(batch_records)
+        def replicate(start: int, replicator: Replicator = replicator) -> None:
+            result = replicator.process(records[start:start + batch])
+            assert result.ok and result.landed == len(records[start:start + batch])
 
-        def insert(batch_rows: list[list[Any]], client: Any = client) -> None:
-            client.insert(JOB_RESULTS_TABLE, batch_rows, column_names=list(COLUMN_NAMES),
+        def insert(start: int, client: Any = client) -> None:
+            client.insert(JOB_RESULTS_TABLE, rows[start:start + batch], column_names=list(COLUMN_NAMES),
                           settings=INSERT_SETTINGS)  # the bare path names them per call
 
         # Warm up both tables (first part, caches) with the first batch, untimed; re-inserting it later is
         # idempotent for the replicator and only adds duplicate rows to the bare table.
-        first_records, first_rows = inputs(0)
-        replicate(first_records)
-        insert(first_rows)
-        for number, start in enumerate(starts):
-            batch_records, batch_rows = inputs(start)
-            order = [(replicate, batch_records, replicated), (insert, batch_rows, bare)]
-            for step, data, timings in order if number % 2 == 0 else reversed(order):
+        replicate(0)
+        insert(0)
+        for number, start in enumerate(range(0, len(records), batch)):
+            order = [(replicate, replicated), (insert, bare)]
+            for step, timings in order if number % 2 == 0 else reversed(order):
                 started = time.perf_counter()
-                step(data)
+                step(start)
                 timings.append(time.perf_counter() - started)
         for wh in (target, plain):
             assert wh.query("SELECT count(DISTINCT key) AS n FROM oot_job_results")[0]["n"] == len(records)
@@ -143,20 +123,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--fresh", action="store_true",
-                        help="rebuild each batch's input right before its step, as Lambda parses its event")
     args = parser.parse_args()
     records, rows = make_records(args.records)
-    inputs = "fresh inputs per batch" if args.fresh else "inputs built once"
-    print(f"{args.records} stream records x {args.repeat} runs, embedded chDB, {inputs}; "
-          "throughput of the median batch")
+    print(f"{args.records} stream records x {args.repeat} runs, embedded chDB; throughput of the median batch")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     one_by_one, columnar = conversion_rates(records)
     print(f"conversion alone: convert_record {one_by_one:,.0f} rec/s, convert_columns {columnar:,.0f} rec/s")
     print(f"{'batch':>6} {'replicator rec/s':>17} {'bare insert rec/s':>18} {'overhead':>9}")
     with tempfile.TemporaryDirectory(prefix="oot-bench-") as tmp:
         for batch in (100, 1000):
-            figures = run(Path(tmp), records, rows, batch, args.repeat, args.fresh)
+            figures = run(Path(tmp), records, rows, batch, args.repeat)
             print(f"{figures['batch']:>6} {figures['replicator_rps']:>17,.0f} {figures['bare_rps']:>18,.0f} "
                   f"{figures['overhead_pct']:>8.1f}%", flush=True)
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
