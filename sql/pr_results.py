@@ -1,22 +1,114 @@
-"""Fetch one PR's rows for the PR view: runs the saved query ``oot_pr_results`` (the only I/O of the PR path)."""
+"""Fetch one PR's rows for the PR view (the only I/O of the PR path): the saved query ``oot_pr_rows`` plus
+the "also failing on trunk" flag from a per-warehouse cache of the trunk-failing set (view ``oot_trunk_failing``)."""
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sql.saved import load
 from sql.warehouse import Warehouse
 
-PR_RESULTS_QUERY = "oot_pr_results"
+PR_ROWS_QUERY = "oot_pr_rows"
+TRUNK_FAILING_QUERY = "oot_trunk_failing"
+TTL_SECONDS = 60.0
+MAX_REPOS = 64
+# Changes whenever a trunk row is inserted (a new row: count + 1; ingest stamps received_at on receipt, so
+# the newest trunk row also moves the max). Without FINAL on purpose: a merge only changes the count, which
+# costs one miss. The primary key's prefix confines the read to the trunk rows (~4 ms on 83,000 of them).
+TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM oot_job_results "
+                         "WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 "
+                         "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
+
+Job = tuple[str, str, str]  # (downstream_repo, workflow_name, job_name)
 
 
-def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry:
+    fingerprint: tuple[Any, ...]
+    failing: frozenset[Job]
+    fetched_at: float
+
+
+class TrunkFailingCache:
+    """Each upstream repo's trunk-failing set, reused while the repo's trunk fingerprint is unchanged and the
+    entry is younger than ``ttl_seconds`` (a bound on staleness should the fingerprint ever miss a change).
+    Thread-safe (pages render in worker threads); at most ``max_repos`` repos, least recently used dropped.
+    Holds no warehouse: ``trunk_failing_cache(warehouse)`` gives each warehouse its own cache."""
+
+    def __init__(self, *, ttl_seconds: float = TTL_SECONDS, max_repos: int = MAX_REPOS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_repos
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def failing(self, warehouse: Warehouse, upstream_repo: str) -> frozenset[Job]:
+        """The (backend, workflow, job) triples of ``upstream_repo`` failing on trunk, as the view says now."""
+        # Fingerprint BEFORE the set: a trunk change landing between the two reads leaves an entry whose set
+        # is newer than its fingerprint, so the next read misses (never a stale set under a fresh fingerprint).
+        started = self._clock()
+        fingerprint = tuple(warehouse.query(TRUNK_FINGERPRINT_SQL, {"upstream_repo": upstream_repo})[0].values())
+        with self._lock:
+            entry = self._entries.get(upstream_repo)
+            if entry is not None and entry.fingerprint == fingerprint and started - entry.fetched_at < self._ttl:
+                self._entries.move_to_end(upstream_repo)
+                self.hits += 1
+                return entry.failing
+            self.misses += 1
+        rows = load(TRUNK_FAILING_QUERY).run(warehouse, {"upstream_repo": upstream_repo})
+        failing = frozenset((r["downstream_repo"], r["workflow_name"], r["job_name"]) for r in rows)
+        with self._lock:
+            self._entries[upstream_repo] = _Entry(fingerprint, failing, started)
+            self._entries.move_to_end(upstream_repo)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return failing
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_caches: weakref.WeakKeyDictionary[Warehouse, TrunkFailingCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def trunk_failing_cache(warehouse: Warehouse) -> TrunkFailingCache:
+    """The one cache of ``warehouse`` (the bot and the PR page hold the same warehouse, so they share it);
+    it goes away with the warehouse object."""
+    with _caches_lock:
+        cache = _caches.get(warehouse)
+        if cache is None:
+            cache = _caches[warehouse] = TrunkFailingCache()
+        return cache
+
+
+def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
+                  trunk: TrunkFailingCache | None = None) -> list[dict[str, Any]]:
     """Every record row of ``upstream_repo`` PR ``pr_number`` (all head SHAs) with the current head SHA and
-    the "also failing on trunk" flag. Blocking: call it from a thread in async code.
+    the "also failing on trunk" flag: the rows of the saved query ``oot_pr_results``, in its order, with
+    timezone-aware times. ``trunk`` defaults to the warehouse's cache. Blocking: call it from a thread.
 
     Raises ``sql.saved.QueryParamError`` for an invalid repo/number and ``WarehouseError`` when the
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
     """
-    query = load(PR_RESULTS_QUERY)
+    query = load(PR_ROWS_QUERY)
+    params = query.bind({"upstream_repo": upstream_repo, "pr": pr_number})
     # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
-    return warehouse.query_aware(query.sql, query.bind({"upstream_repo": upstream_repo, "pr": pr_number}))
+    rows = warehouse.query_aware(query.sql, params)
+    if not rows:
+        return rows
+    cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
+    failing = cache.failing(warehouse, params["upstream_repo"])
+    for row in rows:
+        row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
+    return rows

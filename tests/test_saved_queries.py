@@ -22,6 +22,7 @@ SEEDED_PARAMS: dict[str, dict[str, Any]] = {
     "oot_backend_dashboard": {"repo": "acme/torch-acme", "days": 7, "now": format_time(NOW),
                               "max_prs": 200, "max_trunk": 30},
     "oot_pr_results": {"upstream_repo": "pytorch/pytorch", "pr": 100},
+    "oot_pr_rows": {"upstream_repo": "pytorch/pytorch", "pr": 100},
 }
 
 

@@ -1,0 +1,35 @@
+-- The trunk baseline, defined once (issue 4, docs/pr-view.md): the (downstream_repo, workflow_name, job_name)
+-- of an upstream repo whose final attempt failed or timed out in their backend's latest trunk delivery of
+-- that workflow (rows with pr_number = 0; a delivery's finish time is its legs' latest completion, else
+-- receipt). Read as oot_trunk_failing(upstream_repo = ...) by the saved query oot_pr_results and by the PR
+-- path's cache (sql/pr_results.py). FINAL with deleted = 0: the same set merged or not.
+-- Shape (measured, docs/pr-view.md): plain aggregation, no window; per delivery its finish time and its legs
+-- encoded run_attempt * 2 + failed; per (backend, workflow) the delivery(ies) that finished last; per job
+-- the highest code, odd = failing.
+-- CREATE OR REPLACE, not IF NOT EXISTS: applied on every start, so a changed definition replaces the old
+-- one (a view holds no data; the replace is atomic for readers).
+CREATE OR REPLACE VIEW oot_trunk_failing AS
+SELECT downstream_repo, workflow_name, job_name
+FROM
+(
+    SELECT downstream_repo, workflow_name, leg.1 AS job_name, max(leg.2) % 2 AS failing
+    FROM
+    (
+        SELECT downstream_repo, workflow_name, max(d_fin) AS w_fin, groupArray((d_fin, legs)) AS deliveries
+        FROM
+        (
+            SELECT downstream_repo, workflow_name, delivery_id,
+                   max(coalesce(completed_at, received_at)) AS d_fin,
+                   groupArray((job_name, toUInt64(run_attempt) * 2
+                                         + (conclusion IN ('failure', 'timed_out')))) AS legs
+            FROM oot_job_results FINAL
+            WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 AND deleted = 0
+              AND status = 'completed'
+            GROUP BY downstream_repo, workflow_name, delivery_id
+        )
+        GROUP BY downstream_repo, workflow_name
+    )
+    ARRAY JOIN arrayFlatten(arrayMap(d -> d.2, arrayFilter(d -> d.1 = w_fin, deliveries))) AS leg
+    GROUP BY downstream_repo, workflow_name, job_name
+)
+WHERE failing
