@@ -1,0 +1,282 @@
+"""The trunk baseline defined once (view ``oot_trunk_failing``) and the PR path's cache of it
+(``sql.pr_results``): same flags as the saved query, changes seen through the fingerprint, TTL, bounds."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sql import pr_results
+from sql.pr_results import TrunkFailingCache, fetch_pr_rows, trunk_failing_cache
+from sql.records import JobRecord, item_to_row
+from sql.saved import load
+from sql.warehouse import Warehouse
+from tests.readpath_data import NOW, record, row
+from tests.test_pr_view import PR, PR_FIXTURES, TRUNK_FIXTURES, ingest
+
+UPSTREAM = "pytorch/pytorch"
+Job = tuple[str, str, str]
+
+
+def saved_flags(warehouse: Warehouse, pr: int, upstream: str = UPSTREAM) -> list[tuple[str, int]]:
+    rows = load("oot_pr_results").run(warehouse, {"upstream_repo": upstream, "pr": pr})
+    return [(r["key"], r["also_failing_on_trunk"]) for r in rows]
+
+
+def cached_flags(warehouse: Warehouse, pr: int, cache: TrunkFailingCache | None = None,
+                 upstream: str = UPSTREAM) -> list[tuple[str, int]]:
+    return [(r["key"], r["also_failing_on_trunk"]) for r in fetch_pr_rows(warehouse, upstream, pr, trunk=cache)]
+
+
+def flagged(warehouse: Warehouse, pr: int, cache: TrunkFailingCache) -> set[str]:
+    return {key for key, flag in cached_flags(warehouse, pr, cache) if flag}
+
+
+def trunk_record(job: str, conclusion: str, sha: str, at: datetime, *, workflow: str = "ci",
+                 backend: str = "acme/torch-acme", attempt: int = 1) -> JobRecord:
+    return record(pr=0, sha=sha, job=job, workflow=workflow, backend=backend, conclusion=conclusion,
+                  received=at, attempt=attempt)
+
+
+def trunk(job: str, conclusion: str, sha: str, at: datetime, **kw: Any) -> list[Any]:
+    return row(trunk_record(job, conclusion, sha, at, **kw))
+
+
+def pr_job(job: str, conclusion: str = "failure", *, workflow: str = "ci", backend: str = "acme/torch-acme",
+           pr: int = 100) -> list[Any]:
+    return row(record(pr=pr, job=job, workflow=workflow, backend=backend, conclusion=conclusion))
+
+
+# ---- the view and the schema ----------------------------------------------------------------------------
+
+def test_views_exist_after_applying_the_schema_twice_and_a_stale_definition_is_replaced(
+        warehouse: Warehouse) -> None:
+    warehouse.apply_schema()  # the fixture applied it once already
+    engines = {r["name"]: r["engine"] for r in warehouse.query(
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase()")}
+    assert engines["oot_trunk_failing"] == "View" and engines["oot_pr_rows"] == "View"
+    warehouse.insert_job_rows([trunk("test", "failure", "c" * 40, NOW)])
+    expected = load("oot_trunk_failing").run(warehouse, {"upstream_repo": UPSTREAM})
+    assert expected == [{"downstream_repo": "acme/torch-acme", "workflow_name": "ci", "job_name": "test"}]
+    # An older definition in the database (a data dir from a previous release) is replaced on the next start.
+    warehouse.command("CREATE OR REPLACE VIEW oot_trunk_failing AS SELECT downstream_repo, workflow_name, "
+                      "job_name FROM oot_job_results WHERE upstream_repo = {upstream_repo:String} AND 0")
+    assert load("oot_trunk_failing").run(warehouse, {"upstream_repo": UPSTREAM}) == []
+    warehouse.apply_schema()
+    assert load("oot_trunk_failing").run(warehouse, {"upstream_repo": UPSTREAM}) == expected
+
+
+def test_parameterized_view_takes_a_bound_parameter(warehouse: Warehouse) -> None:
+    warehouse.insert_job_rows([trunk("test", "failure", "c" * 40, NOW),
+                               row(record(pr=0, sha="d" * 40, conclusion="failure", upstream="other/repo"))])
+    direct = warehouse.query("SELECT job_name FROM oot_trunk_failing(upstream_repo = 'pytorch/pytorch')")
+    bound = warehouse.query("SELECT job_name FROM oot_trunk_failing(upstream_repo = {u:String})",
+                            {"u": UPSTREAM})
+    assert direct == bound == [{"job_name": "test"}]
+    assert warehouse.query("SELECT job_name FROM oot_trunk_failing(upstream_repo = {u:String})",
+                           {"u": "nobody/nothing"}) == []
+
+
+# ---- the cache gives the saved query's flags --------------------------------------------------------------
+
+async def test_cache_flags_equal_the_saved_query_on_the_fixtures(warehouse: Warehouse) -> None:
+    await ingest(warehouse, [*PR_FIXTURES, *TRUNK_FIXTURES])
+    cache = TrunkFailingCache()
+    assert cached_flags(warehouse, PR, cache) == saved_flags(warehouse, PR)
+    assert any(flag for _, flag in saved_flags(warehouse, PR)), "the fixtures have a job failing on trunk"
+    assert cached_flags(warehouse, PR, cache) == saved_flags(warehouse, PR)  # and from the cache
+    assert (cache.misses, cache.hits) == (1, 1)
+
+
+def reference_trunk_failing(live: list[JobRecord], upstream: str) -> set[Job]:
+    """The policy in plain Python: per (backend, workflow) the trunk delivery(ies) that finished last; a job
+    fails when its highest attempt there has a failed or timed-out leg."""
+    deliveries: dict[tuple[str, str, str], list[JobRecord]] = defaultdict(list)
+    for rec in live:
+        if rec.upstream_repo == upstream and rec.pr_number == 0 and rec.status == "completed":
+            deliveries[(rec.downstream_repo, rec.workflow_name, rec.delivery_id)].append(rec)
+
+    def finish(recs: list[JobRecord]) -> datetime:
+        return max(r.completed_at or r.received_at for r in recs)
+
+    latest: dict[tuple[str, str], datetime] = {}
+    for (backend, workflow, _), recs in deliveries.items():
+        latest[(backend, workflow)] = max(latest.get((backend, workflow), finish(recs)), finish(recs))
+    code: dict[Job, int] = {}
+    for (backend, workflow, _), recs in deliveries.items():
+        if finish(recs) != latest[(backend, workflow)]:
+            continue
+        for r in recs:
+            job = (backend, workflow, r.job_name)
+            code[job] = max(code.get(job, 0), r.run_attempt * 2 + (r.conclusion in ("failure", "timed_out")))
+    return {job for job, c in code.items() if c % 2}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cache_flags_equal_the_saved_query_and_the_policy_on_random_histories(warehouse: Warehouse,
+                                                                               seed: int) -> None:
+    rng = random.Random(seed)
+    backends = ["acme/a", "acme/b", "beta/c"]
+    workflows = ["ci", "nightly"]
+    jobs = ["build", "test", "test-dist"]
+    live: dict[tuple[str, str], JobRecord] = {}  # by (upstream, key): the sort key has both
+    parts: list[list[list[Any]]] = [[] for _ in range(4)]
+    version = 1_000
+
+    def put(rec: JobRecord, *, deleted: bool = False) -> None:
+        nonlocal version
+        version += rng.randint(1, 5)
+        parts[rng.randrange(len(parts))].append(item_to_row(rec.present_fields(), deleted=deleted, version=version))
+        if deleted:
+            live.pop((rec.upstream_repo, rec.key), None)
+        else:
+            live[(rec.upstream_repo, rec.key)] = rec
+
+    for upstream in (UPSTREAM, "other/upstream"):
+        for _ in range(rng.randint(15, 30)):  # trunk deliveries; equal finish times happen (minute grid)
+            backend, workflow = rng.choice(backends), rng.choice(workflows)
+            sha, at = f"{rng.getrandbits(160):040x}", NOW - timedelta(minutes=10 * rng.randint(0, 12))
+            for job in rng.sample(jobs, rng.randint(1, 3)):
+                for attempt in range(1, rng.choice([1, 1, 2]) + 1):
+                    for leg in rng.choice([[""], ["a", "b"]]):
+                        status = rng.choice(["completed"] * 6 + ["in_progress"])
+                        rec = record(pr=0, sha=sha, backend=backend, workflow=workflow, job=job, attempt=attempt,
+                                     leg=leg, status=status, upstream=upstream,
+                                     conclusion=rng.choice(["success", "success", "failure", "timed_out",
+                                                            "cancelled"]),
+                                     received=at + timedelta(minutes=rng.choice([0, 0, 1]) * attempt))
+                        put(rec)
+                        if rng.random() < 0.15:
+                            put(rec)  # replay
+                        if rng.random() < 0.05:
+                            put(rec, deleted=True)
+        for pr in (100, 101):
+            for backend in rng.sample(backends, 2):
+                for job in jobs:
+                    put(record(pr=pr, backend=backend, workflow=rng.choice(workflows), job=job, upstream=upstream,
+                               conclusion=rng.choice(["success", "failure"])))
+    for part in parts:
+        warehouse.insert_job_rows(part)
+
+    cache = TrunkFailingCache()
+    flagged_rows = 0
+    for upstream in (UPSTREAM, "other/upstream"):
+        expected = reference_trunk_failing(list(live.values()), upstream)
+        assert expected, "the history must have jobs failing on trunk"
+        assert cache.failing(warehouse, upstream) == expected
+        for pr in (100, 101):
+            assert cached_flags(warehouse, pr, cache, upstream) == saved_flags(warehouse, pr, upstream)
+            flagged_rows += sum(flag for _, flag in saved_flags(warehouse, pr, upstream))
+            assert {k for k, f in saved_flags(warehouse, pr, upstream) if f} == {
+                r.key for r in live.values() if r.pr_number == pr and r.upstream_repo == upstream
+                and (r.downstream_repo, r.workflow_name, r.job_name) in expected}
+    assert flagged_rows, "some PR job must be flagged"
+    warehouse.command("OPTIMIZE TABLE oot_job_results FINAL")
+    for upstream in (UPSTREAM, "other/upstream"):
+        assert cache.failing(warehouse, upstream) == reference_trunk_failing(list(live.values()), upstream)
+
+
+# ---- freshness ----------------------------------------------------------------------------------------
+
+def test_a_new_trunk_failure_and_a_trunk_fix_are_seen_on_the_next_read(warehouse: Warehouse) -> None:
+    cache = TrunkFailingCache(ttl_seconds=3600)  # only the fingerprint can notice the changes
+    warehouse.insert_job_rows([pr_job("test"), pr_job("build"),
+                               trunk("test", "success", "1" * 40, NOW - timedelta(hours=3)),
+                               trunk("build", "success", "1" * 40, NOW - timedelta(hours=3))])
+    assert flagged(warehouse, 100, cache) == set()
+    assert flagged(warehouse, 100, cache) == set()
+    assert (cache.misses, cache.hits) == (1, 1)
+    # trunk breaks: a newer delivery fails "test"
+    warehouse.insert_job_rows([trunk("test", "failure", "2" * 40, NOW - timedelta(hours=2)),
+                               trunk("build", "success", "2" * 40, NOW - timedelta(hours=2))])
+    assert flagged(warehouse, 100, cache) == {record(pr=100, job="test").key}
+    assert cache.misses == 2
+    # trunk is fixed: a re-run (attempt 2) of the same delivery passes
+    fix = trunk_record("test", "success", "2" * 40, NOW - timedelta(hours=1), attempt=2)
+    warehouse.insert_job_rows([row(fix)])
+    assert flagged(warehouse, 100, cache) == set()
+    assert flagged(warehouse, 100, cache) == set()
+    assert (cache.misses, cache.hits) == (3, 2)
+    # the fix is deleted (a tombstone, as the replicator writes for a DynamoDB REMOVE): failing again
+    warehouse.insert_job_rows([item_to_row(fix.present_fields(), deleted=True, version=2**62)])
+    assert flagged(warehouse, 100, cache) == {record(pr=100, job="test").key}
+    assert cached_flags(warehouse, 100, cache) == saved_flags(warehouse, 100)
+    assert cache.misses == 4
+
+
+def test_only_trunk_rows_of_that_repo_invalidate(warehouse: Warehouse) -> None:
+    cache = TrunkFailingCache(ttl_seconds=3600)
+    warehouse.insert_job_rows([pr_job("test"), trunk("test", "failure", "1" * 40, NOW)])
+    flagged(warehouse, 100, cache)
+    warehouse.insert_job_rows([pr_job("other", pr=102),  # PR rows and another upstream's trunk
+                               row(record(pr=0, sha="e" * 40, conclusion="failure", upstream="other/repo"))])
+    assert len(flagged(warehouse, 100, cache)) == 1
+    assert (cache.misses, cache.hits) == (1, 1)
+
+
+def test_ttl_bounds_staleness_even_when_the_fingerprint_misses_a_change(
+        warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    cache = TrunkFailingCache(ttl_seconds=60, clock=lambda: now[0])
+    # A fingerprint that never changes: only the TTL can bring the change in.
+    monkeypatch.setattr(pr_results, "TRUNK_FINGERPRINT_SQL", "SELECT 1 AS n")
+    warehouse.insert_job_rows([pr_job("test"), trunk("test", "success", "1" * 40, NOW - timedelta(hours=2))])
+    assert flagged(warehouse, 100, cache) == set()
+    warehouse.insert_job_rows([trunk("test", "failure", "2" * 40, NOW - timedelta(hours=1))])
+    now[0] += 59.9
+    assert flagged(warehouse, 100, cache) == set()  # stale, within the TTL
+    assert (cache.misses, cache.hits) == (1, 1)
+    now[0] += 0.2
+    assert len(flagged(warehouse, 100, cache)) == 1  # expired: fetched again
+    assert cache.misses == 2
+
+
+# ---- sharing, bounds, threads -------------------------------------------------------------------------
+
+def test_one_cache_per_warehouse_used_by_default(warehouse: Warehouse) -> None:
+    cache = trunk_failing_cache(warehouse)
+    assert trunk_failing_cache(warehouse) is cache
+    warehouse.insert_job_rows([pr_job("test"), trunk("test", "failure", "1" * 40, NOW)])
+    before = (cache.misses, cache.hits)
+    for _ in range(3):
+        assert cached_flags(warehouse, 100) == saved_flags(warehouse, 100)
+    assert (cache.misses - before[0], cache.hits - before[1]) == (1, 2)
+    assert fetch_pr_rows(warehouse, UPSTREAM, 999) == []  # no rows: the trunk is not even looked at
+    assert cache.misses + cache.hits == before[0] + before[1] + 3
+
+
+def test_cache_is_bounded(warehouse: Warehouse) -> None:
+    cache = TrunkFailingCache(max_repos=2)
+    for upstream in ("a/one", "b/two", "c/three", "a/one"):
+        cache.failing(warehouse, upstream)
+    assert list(cache._entries) == ["c/three", "a/one"]
+    assert cache.misses == 4
+
+
+def test_concurrent_reads_agree(warehouse: Warehouse) -> None:
+    warehouse.insert_job_rows([pr_job("test"), pr_job("build"), trunk("test", "failure", "1" * 40, NOW)])
+    expected = saved_flags(warehouse, 100)
+    cache = TrunkFailingCache()
+    results: list[list[tuple[str, int]]] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(5):
+                results.append(cached_flags(warehouse, 100, cache))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert len(results) == 20 and all(r == expected for r in results)
+    assert cache.hits + cache.misses == 20 and cache.misses <= 4
