@@ -191,12 +191,15 @@ def main() -> int:
     try:
         from renderers.markdown import render_check_run, render_pr_comment
         from renderers.pr_view import build_pr_view
-        from sql.pr_results import fetch_pr_rows
+        from sql.pr_results import TRUNK_FINGERPRINT_SQL, TrunkFailingCache, fetch_pr_rows
     except ImportError:
         print("(PR view / Markdown renderer not available: skipped)")
     else:
-        # The PR path as the bot (bot/render.py) and the PR page run it: fetch_pr_rows (the saved query,
-        # timezone-aware rows) -> build_pr_view -> comment + check run. Cheap, so more runs for steadier medians.
+        # The PR path as the bot (bot/render.py) and the PR page run it: fetch_pr_rows (saved query oot_pr_rows,
+        # timezone-aware rows, + the trunk-failing set from the warehouse's cache) -> build_pr_view -> comment +
+        # check run. "cold": a fresh cache per call (the first render after a trunk change: fingerprint + view
+        # oot_trunk_failing + PR rows); "warm": the shared cache hits (fingerprint + PR rows). Cheap, so more
+        # runs for steadier medians.
         def pr_view(rows: list[dict[str, Any]]) -> Any:
             return build_pr_view(rows, now=NOW, silence_hours=6, public_url="https://hud.example",
                                  upstream_repo="pytorch/pytorch", pr_number=pr)
@@ -210,12 +213,23 @@ def main() -> int:
         measure("query oot_pr_results (saved query, JSON API path)",
                 lambda: load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr}),
                 runs=21)
-        measure("fetch_pr_rows (same query, aware times)",
+        measure("  view oot_trunk_failing (saved query)",
+                lambda: load("oot_trunk_failing").run(warehouse, {"upstream_repo": "pytorch/pytorch"}), runs=21)
+        measure("  trunk fingerprint",
+                lambda: warehouse.query(TRUNK_FINGERPRINT_SQL, {"upstream_repo": "pytorch/pytorch"}), runs=21)
+        measure("  saved query oot_pr_rows",
+                lambda: load("oot_pr_rows").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": pr}), runs=21)
+        measure("fetch_pr_rows cold (trunk cache miss)",
+                lambda: fetch_pr_rows(warehouse, "pytorch/pytorch", pr, trunk=TrunkFailingCache()), runs=21)
+        measure("fetch_pr_rows warm (trunk cache hit)",
                 lambda: fetch_pr_rows(warehouse, "pytorch/pytorch", pr), runs=21)
         measure("build_pr_view", lambda: pr_view(rows), runs=21)
         view = pr_view(rows)
         measure("comment + check-run Markdown", lambda: markdown(view), runs=21)
-        measure("PR query + view + comment + check-run Markdown",
+        measure("PR query + view + Markdown, cold",
+                lambda: markdown(pr_view(fetch_pr_rows(warehouse, "pytorch/pytorch", pr, trunk=TrunkFailingCache()))),
+                50, runs=21)
+        measure("PR query + view + Markdown, warm",
                 lambda: markdown(pr_view(fetch_pr_rows(warehouse, "pytorch/pytorch", pr))), 50, runs=21)
 
     if not args.pr_only:

@@ -234,6 +234,9 @@ def test_ttl_bounds_staleness_even_when_the_fingerprint_misses_a_change(
     now[0] += 0.2
     assert len(flagged(warehouse, 100, cache)) == 1  # expired: fetched again
     assert cache.misses == 2
+    now[0] += 30
+    assert len(flagged(warehouse, 100, cache)) == 1  # the renewed entry counts from its own fetch
+    assert (cache.misses, cache.hits) == (2, 2)
 
 
 # ---- sharing, bounds, threads -------------------------------------------------------------------------
@@ -248,6 +251,26 @@ def test_one_cache_per_warehouse_used_by_default(warehouse: Warehouse) -> None:
     assert (cache.misses - before[0], cache.hits - before[1]) == (1, 2)
     assert fetch_pr_rows(warehouse, UPSTREAM, 999) == []  # no rows: the trunk is not even looked at
     assert cache.misses + cache.hits == before[0] + before[1] + 3
+
+
+def test_filled_per_backend_on_demand(warehouse: Warehouse) -> None:
+    warehouse.insert_job_rows([pr_job("test", backend="acme/a"), pr_job("test", backend="acme/b", pr=101),
+                               pr_job("test", backend="acme/a", pr=102), pr_job("test", backend="acme/b", pr=102),
+                               trunk("test", "failure", "1" * 40, NOW, backend="acme/a"),
+                               trunk("test", "failure", "1" * 40, NOW, backend="acme/b")])
+    cache = TrunkFailingCache(ttl_seconds=3600)
+    assert cache.failing(warehouse, UPSTREAM, ["acme/a"]) == {("acme/a", "ci", "test")}
+    for pr in (100, 101, 102, 100):  # a, then b only, then both (cached), then a
+        assert cached_flags(warehouse, pr, cache) == saved_flags(warehouse, pr)
+    assert (cache.misses, cache.hits) == (2, 3)
+    assert cache.failing(warehouse, UPSTREAM) == {("acme/a", "ci", "test"), ("acme/b", "ci", "test")}
+    assert cache.failing(warehouse, UPSTREAM, ["acme/zz"]) == frozenset()  # complete: no fetch
+    assert (cache.misses, cache.hits) == (3, 4)
+    # a trunk change drops every backend's answer, not only the changed one's
+    warehouse.insert_job_rows([trunk("test", "success", "2" * 40, NOW + timedelta(minutes=1), backend="acme/b")])
+    assert cached_flags(warehouse, 102, cache) == saved_flags(warehouse, 102)
+    assert sum(flag for _, flag in saved_flags(warehouse, 102)) == 1
+    assert cache.misses == 4
 
 
 def test_cache_is_bounded(warehouse: Warehouse) -> None:
