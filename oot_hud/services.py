@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ingest.stores.base import OnChange, ResultStore
 from oot_hud.settings import Settings
+from oot_hud.trunk_warmer import TrunkWarmer
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
@@ -29,6 +30,7 @@ class Services:
     relay_tokens: list[str]
     listeners: list[OnChange] = dataclasses.field(default_factory=list)
     bot: Bot | None = None
+    trunk_warmer: TrunkWarmer | None = None
 
     async def settled(self) -> Services:
         """These services, once every result accepted so far is readable (page and API reads call this)."""
@@ -102,6 +104,8 @@ async def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens)
     services.bot = build_bot(settings, warehouse)
     services.listeners.append(services.bot.on_results)
+    services.trunk_warmer = TrunkWarmer(warehouse)
+    services.listeners.append(services.trunk_warmer)
     await services.bot.start()
     await store.start()
     return services
@@ -117,4 +121,6 @@ async def close_services(services: Services) -> None:
             except TimeoutError:
                 log.warning("bot writes still pending at shutdown were dropped")
         await services.bot.stop()
+    if services.trunk_warmer is not None:
+        await services.trunk_warmer.stop()
     services.warehouse.close()
