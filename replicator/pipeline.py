@@ -71,6 +71,7 @@ class _Write:
     indexes: list[int]
     table: str | None = None  # None: the dead-letter table
     rows: Sequence[Sequence[Any]] = ()
+    columns: list[list[Any]] | None = None  # instead of rows: the fast path's columns, inserted as they are
     prs: Callable[[], Iterable[PrRef]] = tuple  # the PRs of ``rows``, computed only for a subscriber
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
 
@@ -101,6 +102,8 @@ class Replicator:
             try:
                 if write.table is None:
                     self.sink.write_dead_letters(write.letters)
+                elif write.columns is not None:
+                    self.sink.write_columns(write.table, write.columns)
                 else:
                     self.sink.write_rows(write.table, write.rows)
             except SinkUnavailable as exc:
@@ -110,7 +113,7 @@ class Replicator:
                 log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records), sequence, exc)
                 return BatchResult(len(records), landed, skipped, letters, failed, sequence, announced)
             if write.table is not None:
-                landed += len(write.rows)
+                landed += len(write.columns[0]) if write.columns is not None else len(write.rows)
                 changed.append(write)
         announced = self._announce(changed)
         log.info("batch replicated records=%d landed=%d skipped=%d dead_lettered=%d", len(records), landed,
@@ -171,7 +174,7 @@ class Replicator:
         size = self.max_rows_per_insert
         parts = [batch] if len(batch.indexes) <= size else [
             batch.slice(start, start + size) for start in range(0, len(batch.indexes), size)]
-        return [_Write(indexes=part.indexes, table=part.table, rows=part.rows(), prs=part.prs) for part in parts]
+        return [_Write(indexes=part.indexes, table=part.table, columns=part.columns, prs=part.prs) for part in parts]
 
     def _chunks(self, table: str, changes: Sequence[tuple[int, Change]]) -> list[_Write]:
         """The newest version of each key (the later record on a tie), in inserts of ``max_rows_per_insert``.

@@ -25,7 +25,8 @@ class SinkUnavailable(RuntimeError):
 class Inserter(Protocol):
     """The one method the sink needs from ``sql.warehouse.Warehouse`` (tests inject failing ones)."""
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None: ...
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str], *,
+               column_oriented: bool = False) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,37 +72,50 @@ class WarehouseSink:
         """Insert job rows (``COLUMN_NAMES`` order) into ``table``; raises ``SinkUnavailable``."""
         self._with_retries(table, rows, COLUMN_NAMES)
 
+    def write_columns(self, table: str, columns: Sequence[Sequence[Any]]) -> None:
+        """``write_rows`` for data already in columns (one sequence per ``COLUMN_NAMES`` entry)."""
+        self._with_retries(table, columns, COLUMN_NAMES, column_oriented=True)
+
     def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         now = self._clock()
         self._with_retries(DEAD_LETTER_TABLE, [letter.row(now) for letter in letters], DEAD_LETTER_COLUMNS)
 
-    def _with_retries(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    def _with_retries(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], *,
+                      column_oriented: bool = False) -> None:
         if not rows:
             return
+        count = len(rows[0]) if column_oriented else len(rows)
         policy = self.retry
         for attempt in range(1, policy.attempts + 1):
             try:
-                self._attempt(table, rows, columns)
+                self._attempt(table, rows, columns, column_oriented)
                 return
             except Exception as exc:  # the warehouse raises many types; every one is worth a retry here
                 # The driver's message names the host and the ClickHouse error, never credentials.
-                log.warning("insert failed table=%s rows=%d attempt=%d/%d error=%s: %.200s", table, len(rows),
+                log.warning("insert failed table=%s rows=%d attempt=%d/%d error=%s: %.200s", table, count,
                             attempt, policy.attempts, type(exc).__name__, exc)
                 if attempt == policy.attempts:
                     raise SinkUnavailable(f"insert into {table} failed {attempt} times: "
                                           f"{type(exc).__name__}") from exc
                 policy.sleep(policy.delay(attempt))
 
-    def _attempt(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    def _attempt(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
+                 column_oriented: bool) -> None:
+        def insert() -> None:
+            if column_oriented:
+                self.warehouse.insert(table, rows, columns, column_oriented=True)
+            else:
+                self.warehouse.insert(table, rows, columns)
+
         timeout = self.retry.timeout
         if timeout is None:
-            self.warehouse.insert(table, rows, columns)
+            insert()
             return
         outcome: list[BaseException | None] = []
 
         def run() -> None:
             try:
-                self.warehouse.insert(table, rows, columns)
+                insert()
                 outcome.append(None)
             except BaseException as exc:
                 outcome.append(exc)

@@ -109,15 +109,18 @@ class Warehouse:
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
-        """Insert rows with explicit column names and synchronous insert settings."""
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str], *,
+               column_oriented: bool = False) -> None:
+        """Insert rows with explicit column names and synchronous insert settings. ``column_oriented``:
+        ``rows`` is one sequence per column instead (the driver then skips turning rows into columns)."""
         if not rows:
             return
         with self._lock:
             try:
                 types = self._column_types_locked(table)
                 self._client.insert(table, list(rows), column_names=list(column_names),
-                                    column_type_names=[types[name] for name in column_names])
+                                    column_type_names=[types[name] for name in column_names],
+                                    column_oriented=column_oriented)
             except Exception as exc:
                 raise WarehouseError(str(exc)) from exc
 

@@ -226,11 +226,11 @@ class FailingSecondInsert:
         self.real = real
         self.calls = 0
 
-    def insert(self, table: str, rows: Any, column_names: Any) -> None:
+    def insert(self, table: str, rows: Any, column_names: Any, *, column_oriented: bool = False) -> None:
         self.calls += 1
         if self.calls == 2:
             raise WarehouseError("Connection refused")
-        self.real.insert(table, rows, column_names)
+        self.real.insert(table, rows, column_names, column_oriented=column_oriented)
 
 
 def test_fast_batches_land_in_chunks_and_report_the_first_record_of_a_failed_chunk(warehouse: Warehouse) -> None:

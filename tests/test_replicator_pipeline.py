@@ -36,11 +36,12 @@ class FlakyWarehouse:
         self.fail_all = fail_all
         self.calls: list[tuple[str, int]] = []
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
-        self.calls.append((table, len(rows)))
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str], *,
+               column_oriented: bool = False) -> None:
+        self.calls.append((table, len(rows[0]) if column_oriented else len(rows)))
         if self.fail_all or len(self.calls) in self.failing:
             raise WarehouseError("Connection refused")
-        self.real.insert(table, rows, column_names)
+        self.real.insert(table, rows, column_names, column_oriented=column_oriented)
 
 
 class HangingWarehouse:
@@ -50,9 +51,10 @@ class HangingWarehouse:
         self.real = real
         self.release = threading.Event()
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str], *,
+               column_oriented: bool = False) -> None:
         self.release.wait(10)
-        self.real.insert(table, rows, column_names)
+        self.real.insert(table, rows, column_names, column_oriented=column_oriented)
 
 
 def replicator(target: Any, *, attempts: int = 3, timeout: float | None = None, chunk: int = 10_000,
