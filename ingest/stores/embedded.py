@@ -229,7 +229,10 @@ class EmbeddedStore:
                 if self._unflushed.get(key) is item:
                     del self._unflushed[key]
             if segment is not None:
-                self._journal.discard(segment)
+                try:
+                    self._journal.discard(segment)
+                except OSError:  # the rows are in: a leftover segment only costs a harmless replay
+                    log.exception("event=journal_discard_failed segment=%s", segment.path.name)
             self._announce(batch.prs)  # before waking readers: once settled, the listeners have heard
             await self._mark_flushed(upto)
 
