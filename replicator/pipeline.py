@@ -75,6 +75,10 @@ class _Write:
     prs: Callable[[], Iterable[PrRef]] = tuple  # the PRs of ``rows``, computed only for a subscriber
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
 
+    @property
+    def row_count(self) -> int:
+        return len(self.columns[0]) if self.columns is not None else len(self.rows)
+
 
 class Replicator:
     """Converts, inserts, dead-letters and announces; stateless between batches."""
@@ -113,7 +117,7 @@ class Replicator:
                 log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records), sequence, exc)
                 return BatchResult(len(records), landed, skipped, letters, failed, sequence, announced)
             if write.table is not None:
-                landed += len(write.columns[0]) if write.columns is not None else len(write.rows)
+                landed += write.row_count
                 changed.append(write)
         announced = self._announce(changed)
         log.info("batch replicated records=%d landed=%d skipped=%d dead_lettered=%d", len(records), landed,

@@ -101,21 +101,15 @@ class WarehouseSink:
 
     def _attempt(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
                  column_oriented: bool) -> None:
-        def insert() -> None:
-            if column_oriented:
-                self.warehouse.insert(table, rows, columns, column_oriented=True)
-            else:
-                self.warehouse.insert(table, rows, columns)
-
         timeout = self.retry.timeout
         if timeout is None:
-            insert()
+            self.warehouse.insert(table, rows, columns, column_oriented=column_oriented)
             return
         outcome: list[BaseException | None] = []
 
         def run() -> None:
             try:
-                insert()
+                self.warehouse.insert(table, rows, columns, column_oriented=column_oriented)
                 outcome.append(None)
             except BaseException as exc:
                 outcome.append(exc)

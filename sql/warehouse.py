@@ -89,22 +89,19 @@ class Warehouse:
     def query(self, sql: str, parameters: dict[str, Any] | None = None,
               settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a SELECT and return rows as dicts. Values are bound server-side, never spliced."""
-        with self._lock:
-            try:
-                result = self._client.query(sql, parameters=parameters, settings=settings)
-            except Exception as exc:
-                raise WarehouseError(str(exc)) from exc
-        names = result.column_names
-        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+        return self._rows(sql, parameters=parameters, settings=settings)
 
     def query_aware(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``query``, but UTC DateTime values come back timezone-aware (``tzinfo=UTC``), not naive. For hot
         readers that need aware times: the driver builds them at no extra cost, while attaching the zone
         afterwards costs a ``datetime.replace`` per value (~3 ms of the PR view's ~7 ms on a 573-row PR)."""
+        return self._rows(sql, parameters=parameters, tz_mode="aware")
+
+    def _rows(self, sql: str, **options: Any) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                result = self._client.query(sql, parameters=parameters, tz_mode="aware")
-            except Exception as exc:
+                result = self._client.query(sql, **options)
+            except Exception as exc:  # clickhouse-connect raises many types; callers need one
                 raise WarehouseError(str(exc)) from exc
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
