@@ -91,9 +91,9 @@ class EmbeddedStore:
         self._drainer: asyncio.Task[None] | None = None
         self._closed = False
         self._known: KnownKeys | None = None  # None until start(): then every unknown key is read
-        # Journal mode: accepted and journaled, not yet in the warehouse (newest item per key).
-        self._unflushed: dict[str, dict[str, Any]] = {}
+        # Journal mode: journaled, waiting for the next insert / in the insert running now (newest item per key).
         self._queued = _Accepted([])
+        self._inserting = _Accepted([])
         self._flusher: asyncio.Task[None] | None = None
         self._last_flush = float("-inf")
         self._accepted_groups = 0
@@ -166,7 +166,6 @@ class EmbeddedStore:
                 self._remember(key, item)
             return accepted
         self._journal.append(accepted.items.values())  # one small write: not worth a thread hop
-        self._unflushed.update(accepted.items)
         self._queued.items.update(accepted.items)
         self._queued.rows.update(accepted.rows)
         self._queued.prs.update(accepted.prs)
@@ -218,7 +217,8 @@ class EmbeddedStore:
             if wait > 0 and not self._closed and not self._reader_waiting.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._reader_waiting.wait(), wait)
-            batch, self._queued = self._queued, _Accepted([])
+            batch = self._inserting = self._queued
+            self._queued = _Accepted([])
             upto = self._accepted_groups
             segment = self._journal.rotate()
             self._last_flush = loop.time()
@@ -226,8 +226,7 @@ class EmbeddedStore:
             self.groups_committed += 1
             for key, item in batch.items.items():
                 self._remember(key, item)
-                if self._unflushed.get(key) is item:
-                    del self._unflushed[key]
+            self._inserting = _Accepted([])
             if segment is not None:
                 try:
                     self._journal.discard(segment)
@@ -290,7 +289,8 @@ class EmbeddedStore:
         return found
 
     def _state(self, key: str) -> dict[str, Any] | None:
-        item = self._unflushed.get(key)
+        # Not yet in the warehouse (newest first): kept out of the LRU, which could evict them before their insert.
+        item = self._queued.items.get(key) or self._inserting.items.get(key)
         if item is not None:
             return item
         item = self._cache.get(key)
