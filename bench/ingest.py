@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,25 +134,30 @@ async def closed_loop(label: str, url: str, token: str, count: int, concurrency:
     return Result(label, count, accepted, seconds, latencies)
 
 
-async def paced(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
-    """An open loop: one request every 1/rate s whatever the answers, latency of each."""
+Post = Callable[[bytes, list[float]], Awaitable[bool]]
+
+
+async def open_loop(label: str, post: Post, rate: float, seconds: float, run: str) -> Result:
+    """One request every 1/rate s whatever the answers, latency of each."""
     source = bodies(run)
     latencies: list[float] = []
-    outcomes: list[bool] = []
+    tasks = []
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post(next(source), latencies)))
+    outcomes = list(await asyncio.gather(*tasks))
+    return Result(label, len(outcomes), sum(outcomes), time.perf_counter() - started, latencies)
+
+
+async def paced(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
+    """``open_loop`` with httpx."""
     headers = {"X-OOT-Relay-Token": token, "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
-        count = int(rate * seconds)
-        tasks = []
-        started = time.perf_counter()
-        for i in range(count):
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_post(http, next(source), latencies)))
-        outcomes = list(await asyncio.gather(*tasks))
-        elapsed = time.perf_counter() - started
-    return Result(label, len(outcomes), sum(outcomes), elapsed, latencies)
+        return await open_loop(label, lambda body, latencies: _post(http, body, latencies), rate, seconds, run)
 
 
 class RawClient:
@@ -194,22 +199,12 @@ class RawClient:
 
 
 async def paced_raw(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
-    """``paced`` with the lean client."""
-    source = bodies(run)
-    latencies: list[float] = []
+    """``open_loop`` with the lean client."""
     client = RawClient(url, token)
-    count = int(rate * seconds)
-    tasks = []
-    started = time.perf_counter()
-    for i in range(count):
-        delay = started + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(client.post(next(source), latencies)))
-    outcomes = list(await asyncio.gather(*tasks))
-    elapsed = time.perf_counter() - started
-    client.close()
-    return Result(label, len(outcomes), sum(outcomes), elapsed, latencies)
+    try:
+        return await open_loop(label, client.post, rate, seconds, run)
+    finally:
+        client.close()
 
 
 # ---- the bare endpoint: uvicorn + FastAPI, parse the JSON, answer ----
