@@ -77,7 +77,7 @@ def safe_url(value: object, *, allow_http: bool = False) -> str | None:
     ``allow_http``, for our own configured base URL) with a plain host and no credentials."""
     if not isinstance(value, str) or not value or len(value) > URL_MAX_CHARS:
         return None
-    return _safe_url(str(value), allow_http)
+    return _safe_url(value, allow_http)
 
 
 @functools.lru_cache(maxsize=1024)
