@@ -1,14 +1,17 @@
-"""Fetch one PR's rows for the PR view (the only I/O of the PR path): the saved query ``oot_pr_rows`` plus
-the "also failing on trunk" flag from a per-warehouse cache of the trunk-failing set (view ``oot_trunk_failing``)."""
+"""Fetch one PR's rows for the PR view (the only I/O of the PR path): the body of view ``oot_pr_rows`` plus
+the "also failing on trunk" flag from a per-warehouse cache of the trunk-failing set (view ``oot_trunk_failing``).
+Both views' bodies run inline, read from their schema files (one definition, no per-query view planning)."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from importlib import resources
 from typing import Any
 
 from sql.saved import load
@@ -25,13 +28,42 @@ TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM o
                          "WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 "
                          "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
 
-# The same view narrowed to some backends: the filter on its grouping key reaches the read (~24 ms for a
-# PR's 27 backends instead of ~44 ms for all 100 on the 1M-row bench).
-TRUNK_FAILING_OF_SQL = ("SELECT downstream_repo, workflow_name, job_name "
-                        "FROM oot_trunk_failing(upstream_repo = {upstream_repo:String}) "
-                        "WHERE downstream_repo IN {backends:Array(String)} "
-                        "SETTINGS do_not_merge_across_partitions_select_final = 1, max_threads = 1, "
-                        "compile_expressions = 0, compile_aggregate_expressions = 0, compile_sort_description = 0")
+
+@functools.cache
+def view_body(schema_file: str, view: str) -> str:
+    """The SELECT of ``CREATE OR REPLACE VIEW <view> AS`` in ``sql/schema/<schema_file>``, whole-line comments
+    and blank lines dropped (the client tokenizes the text on every call). Its ``{name:Type}`` parameters are
+    the view's, bound like a query's. Raises ``LookupError`` when the file does not define the view."""
+    text = (resources.files("sql") / "schema" / schema_file).read_text()
+    head = f"CREATE OR REPLACE VIEW {view} AS"
+    if head not in text:
+        raise LookupError(f"{schema_file} does not define view {view}")
+    body = text.split(head, 1)[1]
+    return "\n".join(line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("--"))
+
+
+def _from(sql: str, clause: str) -> str:
+    """``sql`` from its (last) ``clause`` keyword on: a saved query's ORDER BY / SETTINGS, kept in one place."""
+    return sql[sql.rindex(clause):]
+
+
+@functools.cache
+def pr_rows_sql() -> str:
+    """The saved query ``oot_pr_rows`` with the view's body in place of the view: same rows, same order, same
+    settings, without the ~5 ms a parameterized view costs to plan on every call (docs/pr-view.md, round 5)."""
+    return view_body("014_pr_rows.sql", "oot_pr_rows") + "\n" + _from(load(PR_ROWS_QUERY).sql, "ORDER BY")
+
+
+@functools.cache
+def trunk_failing_sql(narrowed: bool) -> str:
+    """The saved query ``oot_trunk_failing`` with the view's body inline; ``narrowed``: only the backends in
+    ``{backends:Array(String)}`` (a filter on the body's grouping key, pushed down to its read)."""
+    where = " WHERE downstream_repo IN {backends:Array(String)}" if narrowed else ""
+    body = view_body("013_trunk_failing.sql", "oot_trunk_failing")
+    # Our own schema text and bound parameters only: nothing from a caller reaches the text.
+    return (f"SELECT downstream_repo, workflow_name, job_name FROM (\n{body}\n){where}\n"  # noqa: S608
+            + _from(load(TRUNK_FAILING_QUERY).sql, "SETTINGS"))
+
 
 Job = tuple[str, str, str]  # (downstream_repo, workflow_name, job_name)
 
@@ -95,9 +127,10 @@ class TrunkFailingCache:
                     return entry.select(wanted)
             self.misses += 1
         if fetch is None:
-            rows = load(TRUNK_FAILING_QUERY).run(warehouse, {"upstream_repo": upstream_repo})
+            rows = warehouse.query(trunk_failing_sql(False), {"upstream_repo": upstream_repo})
         else:
-            rows = warehouse.query(TRUNK_FAILING_OF_SQL, {"upstream_repo": upstream_repo, "backends": sorted(fetch)})
+            rows = warehouse.query(trunk_failing_sql(True), {"upstream_repo": upstream_repo,
+                                                             "backends": sorted(fetch)})
         found: dict[str, set[Job]] = {backend: set() for backend in fetch or ()}
         for r in rows:
             found.setdefault(r["downstream_repo"], set()).add((r["downstream_repo"], r["workflow_name"], r["job_name"]))
@@ -142,10 +175,9 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     Raises ``sql.saved.QueryParamError`` for an invalid repo/number and ``WarehouseError`` when the
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
     """
-    query = load(PR_ROWS_QUERY)
-    params = query.bind({"upstream_repo": upstream_repo, "pr": pr_number})
+    params = load(PR_ROWS_QUERY).bind({"upstream_repo": upstream_repo, "pr": pr_number})
     # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
-    rows = warehouse.query_aware(query.sql, params)
+    rows = warehouse.query_aware(pr_rows_sql(), params)
     if not rows:
         return rows
     cache = trunk if trunk is not None else trunk_failing_cache(warehouse)

@@ -1,11 +1,12 @@
 -- The trunk baseline, defined once (issue 4, docs/pr-view.md): the (downstream_repo, workflow_name, job_name)
 -- of an upstream repo whose final attempt failed or timed out in their backend's latest trunk delivery of
 -- that workflow (rows with pr_number = 0; a delivery's finish time is its legs' latest completion, else
--- receipt). Read as oot_trunk_failing(upstream_repo = ...) by the saved query oot_pr_results and by the PR
--- path's cache (sql/pr_results.py). FINAL with deleted = 0: the same set merged or not.
+-- receipt). Read as oot_trunk_failing(upstream_repo = ...) by the saved queries oot_pr_results and
+-- oot_trunk_failing; the PR path (sql/pr_results.py) runs this body inline (same text, read from this file).
+-- FINAL with deleted = 0: the same set merged or not.
 -- Shape (measured, docs/pr-view.md): plain aggregation, no window; per delivery its finish time and its legs
--- encoded run_attempt * 2 + failed; per (backend, workflow) the delivery(ies) that finished last; per job
--- the highest code, odd = failing.
+-- encoded run_attempt * 2 + failed; per (backend, workflow) the legs of the delivery(ies) that finished last
+-- (groupArrayArgMax keeps every delivery tied at the maximum); per job the highest code, odd = failing.
 -- CREATE OR REPLACE, not IF NOT EXISTS: applied on every start, so a changed definition replaces the old
 -- one (a view holds no data; the replace is atomic for readers).
 CREATE OR REPLACE VIEW oot_trunk_failing AS
@@ -15,7 +16,7 @@ FROM
     SELECT downstream_repo, workflow_name, leg.1 AS job_name, max(leg.2) % 2 AS failing
     FROM
     (
-        SELECT downstream_repo, workflow_name, max(d_fin) AS w_fin, groupArray((d_fin, legs)) AS deliveries
+        SELECT downstream_repo, workflow_name, arrayFlatten(groupArrayArgMax(legs, d_fin)) AS latest_legs
         FROM
         (
             SELECT downstream_repo, workflow_name, delivery_id,
@@ -29,7 +30,7 @@ FROM
         )
         GROUP BY downstream_repo, workflow_name
     )
-    ARRAY JOIN arrayFlatten(arrayMap(d -> d.2, arrayFilter(d -> d.1 = w_fin, deliveries))) AS leg
+    ARRAY JOIN latest_legs AS leg
     GROUP BY downstream_repo, workflow_name, job_name
 )
 WHERE failing
