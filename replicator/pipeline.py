@@ -71,7 +71,7 @@ class _Write:
     indexes: list[int]
     table: str | None = None  # None: the dead-letter table
     rows: Sequence[Sequence[Any]] = ()
-    columns: list[list[Any]] | None = None  # instead of rows: the fast path's columns, inserted as they are
+    columns: list[list[Any]] | None = None  # instead of rows: the fast path's driver columns, inserted as they are
     prs: Callable[[], Iterable[PrRef]] = tuple  # the PRs of ``rows``, computed only for a subscriber
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
 
@@ -178,7 +178,8 @@ class Replicator:
         size = self.max_rows_per_insert
         parts = [batch] if len(batch.indexes) <= size else [
             batch.slice(start, start + size) for start in range(0, len(batch.indexes), size)]
-        return [_Write(indexes=part.indexes, table=part.table, columns=part.columns, prs=part.prs) for part in parts]
+        return [_Write(indexes=part.indexes, table=part.table, columns=part.driver_columns, prs=part.prs)
+                for part in parts]
 
     def _chunks(self, table: str, changes: Sequence[tuple[int, Change]]) -> list[_Write]:
         """The newest version of each key (the later record on a tie), in inserts of ``max_rows_per_insert``.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from replicator.columns import convert_columns
+from replicator.columns import convert_columns, milliseconds
 from replicator.convert import PoisonRecord, convert_record
 from replicator.pipeline import Replicator
 from replicator.sink import RetryPolicy, WarehouseSink
@@ -60,6 +60,7 @@ def check(records: list[Any], source_table: str | None = None) -> tuple[set[int]
     fast: dict[int, tuple[Any, ...]] = {}
     for batch in batches:
         assert batch.indexes == sorted(batch.indexes)
+        assert driver_view(batch.columns) == batch.driver_columns
         for index, row in zip(batch.indexes, batch.rows(), strict=True):
             assert index not in fast
             fast[index] = ("row", batch.table, strict(row))
@@ -67,6 +68,12 @@ def check(records: list[Any], source_table: str | None = None) -> tuple[set[int]
     for index, outcome in fast.items():
         assert exact(records[index], source_table) == outcome, f"record {index}"
     return set(fast), rest
+
+
+def driver_view(columns: list[list[Any]]) -> list[list[Any]]:
+    """What the driver should get for ``columns``: time columns as milliseconds since the epoch."""
+    return [[None if value is None else milliseconds(value) for value in column] if spec.kind == "time"
+            else column for spec, column in zip(COLUMN_SPECS, columns, strict=True)]
 
 
 def edited(record: dict[str, Any], name: str, wire: Any) -> dict[str, Any]:
@@ -217,6 +224,29 @@ def test_canonical_times_is_the_time_converters_rule_in_bulk(texts: list[str], a
             canonical_times(texts)  # refused: the fast path converts such texts one by one
         return
     assert strict(canonical_times(texts)) == strict(spec.convert(spec.name, text) for text in texts)
+
+
+def test_the_driver_columns_store_exactly_what_the_rows_store(warehouse: Warehouse) -> None:
+    # Times with microseconds (stored truncated), offsets, naive, before 1970 and absent: the fast path's
+    # milliseconds must land as the same DateTime64(3) values the driver makes of the datetimes.
+    times = ["2026-11-27T12:00:00.123456Z", "2026-11-27T14:00:00.999999+02:00", "2026-11-27T12:00:00",
+             "1969-12-31T23:59:59.999500Z", "1999-01-01T00:00:00Z", "2026-11-27T12:00:00.000Z", ABSENT]
+    records = []
+    for n, text in enumerate(times * 3):
+        record = plain(n)
+        for name in ("started_at", "completed_at") if text is ABSENT else ("started_at", "received_at"):
+            record = edited(record, name, text if text is ABSENT else {"S": text})
+        records.append(record)
+    (batch,), rest = convert_columns(records, ROUTES)
+    assert rest == [] and len(batch.indexes) == len(records)
+    warehouse.command(f"CREATE TABLE rows_copy AS {JOB_RESULTS_TABLE}")
+    warehouse.insert(JOB_RESULTS_TABLE, batch.driver_columns, COLUMN_NAMES, column_oriented=True)
+    warehouse.insert("rows_copy", batch.rows(), COLUMN_NAMES)
+    read = "SELECT * FROM {table:Identifier} ORDER BY key"
+    stored = warehouse.query(read, {"table": JOB_RESULTS_TABLE})
+    assert stored == warehouse.query(read, {"table": "rows_copy"}) and len(stored) == len(records)
+    assert {row["started_at"] for row in stored} >= {  # the read gives naive UTC
+        None, datetime(2026, 11, 27, 12, 0, 0, 123000), datetime(1969, 12, 31, 23, 59, 59, 999000)}
 
 
 # ---- through the pipeline: the fast write, its chunks and their failure reporting ----
