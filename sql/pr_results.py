@@ -10,10 +10,11 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from renderers.policy import FAILED_VERDICTS, verdict
 from sql.saved import load
 from sql.warehouse import Warehouse
 
@@ -24,11 +25,9 @@ MAX_REPOS = 64
 # Changes whenever a trunk row is inserted (a new row: count + 1; ingest stamps received_at on receipt, so
 # the newest trunk row also moves the max). Without FINAL on purpose: a merge only changes the count, which
 # costs one miss. The primary key's prefix confines the read to the trunk rows (~4 ms on 83,000 of them).
-# The PR rows query carries it as a scalar subquery (one round trip on a cache hit; see pr_rows_sql).
 TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM oot_job_results "
                          "WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 "
                          "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
-FINGERPRINT_COLUMN = "trunk_fingerprint"
 
 
 @functools.cache
@@ -49,32 +48,11 @@ def _from(sql: str, clause: str) -> str:
     return sql[sql.rindex(clause):]
 
 
-def pr_rows_sql() -> str:
-    """The saved query ``oot_pr_rows`` with the view's body in place of the view (same rows, same order, same
-    settings, without the ~5 ms a parameterized view costs to plan on every call), plus the trunk fingerprint
-    (``TRUNK_FINGERPRINT_SQL`` as a scalar subquery) as the column ``trunk_fingerprint``: read in this query,
-    so before any trunk set read after it."""
-    return _pr_rows_sql(TRUNK_FINGERPRINT_SQL)
-
-
 @functools.cache
-def _pr_rows_sql(fingerprint_sql: str) -> str:
-    body = view_body("014_pr_rows.sql", "oot_pr_rows")
-    rows_from = "\nFROM oot_job_results FINAL\n"
-    if not body.startswith("WITH\n") or body.count(rows_from) != 1:
-        raise LookupError("014_pr_rows.sql: expected WITH ... SELECT ... FROM oot_job_results FINAL")
-    fingerprint = fingerprint_sql.split(" SETTINGS ", 1)[0]  # the outer query's settings apply
-    head = f"WITH\n    ({fingerprint}) AS {FINGERPRINT_COLUMN},\n"
-    body = head + body.removeprefix("WITH\n").replace(rows_from, f",\n    {FINGERPRINT_COLUMN}{rows_from}")
-    return body + "\n" + _from(load(PR_ROWS_QUERY).sql, "ORDER BY")
-
-
-def _fingerprint(value: Any) -> tuple[Any, ...]:
-    """One shape for the fingerprint however it was read (a row, a named tuple decoded as a dict, a tuple, a
-    scalar): the tuple of its columns' values, so entries filled by the warmer and by a PR render match."""
-    if isinstance(value, dict):
-        return tuple(value.values())
-    return value if isinstance(value, tuple) else (value,)
+def pr_rows_sql() -> str:
+    """The saved query ``oot_pr_rows`` with the view's body in place of the view: same rows, same order, same
+    settings, without the ~5 ms a parameterized view costs to plan on every call (docs/pr-view.md, round 5)."""
+    return view_body("014_pr_rows.sql", "oot_pr_rows") + "\n" + _from(load(PR_ROWS_QUERY).sql, "ORDER BY")
 
 
 @functools.cache
@@ -130,19 +108,15 @@ class TrunkFailingCache:
         self.hits = 0
         self.misses = 0
 
-    def failing(self, warehouse: Warehouse, upstream_repo: str, backends: Iterable[str] | None = None, *,
-                fingerprint: tuple[Any, ...] | None = None) -> frozenset[Job]:
+    def failing(self, warehouse: Warehouse, upstream_repo: str,
+                backends: Iterable[str] | None = None) -> frozenset[Job]:
         """The (backend, workflow, job) triples of ``upstream_repo`` failing on trunk as the view says now,
-        restricted to ``backends`` (None: every backend). ``fingerprint``: the trunk fingerprint as the
-        caller read it just before (``TRUNK_FINGERPRINT``, e.g. a column of its own query); None: read now."""
+        restricted to ``backends`` (None: every backend)."""
         wanted = None if backends is None else frozenset(backends)
         # Fingerprint BEFORE the sets: a trunk change landing between the two reads leaves an entry whose sets
         # are newer than its fingerprint, so the next read misses (never a stale set under a fresh fingerprint).
         started = self._clock()
-        if fingerprint is None:
-            # Timezone-aware, as the PR rows query decodes it: an entry filled by either is found by the other.
-            fingerprint = _fingerprint(warehouse.query_aware(TRUNK_FINGERPRINT_SQL,
-                                                             {"upstream_repo": upstream_repo})[0])
+        fingerprint = tuple(warehouse.query(TRUNK_FINGERPRINT_SQL, {"upstream_repo": upstream_repo})[0].values())
         fetch: frozenset[str] | None = wanted
         with self._lock:
             entry = self._entries.get(upstream_repo)
@@ -199,20 +173,46 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     the "also failing on trunk" flag: the rows of the saved query ``oot_pr_results``, in its order, with
     timezone-aware times. ``trunk`` defaults to the warehouse's cache. Blocking: call it from a thread.
 
+    The flag is computed only where the PR view reads it: for every row of a backend with a job whose final
+    attempt failed or timed out (``backends_needing_trunk``); it is 0 on the other backends' rows (a job that
+    did not fail is never "also failing on trunk"), and a PR without such a job skips the trunk entirely. So
+    ``build_pr_view`` gives the same view as from ``oot_pr_results`` rows (tested), and a cold render computes
+    the trunk baseline of fewer backends.
+
     Raises ``sql.saved.QueryParamError`` for an invalid repo/number and ``WarehouseError`` when the
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
     """
     params = load(PR_ROWS_QUERY).bind({"upstream_repo": upstream_repo, "pr": pr_number})
     # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
     rows = warehouse.query_aware(pr_rows_sql(), params)
-    if not rows:
-        return rows
-    fingerprint = _fingerprint(rows[0][FINGERPRINT_COLUMN])
-    for row in rows:
-        del row[FINGERPRINT_COLUMN]
-    cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
-    failing = cache.failing(warehouse, params["upstream_repo"], {row["downstream_repo"] for row in rows},
-                            fingerprint=fingerprint)
+    needing = backends_needing_trunk(rows)
+    failing: frozenset[Job] = frozenset()
+    if needing:
+        cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
+        failing = cache.failing(warehouse, params["upstream_repo"], needing)
     for row in rows:
         row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
     return rows
+
+
+def backends_needing_trunk(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The backends of ``rows`` (one PR's records) with a job whose final attempt has a failed or timed-out
+    leg, per head SHA: the jobs ``build_pr_view`` asks "also failing on trunk?" (a job's verdict is its worst
+    final leg's, and failure and timed out are the worst; ``policy.verdict`` decides what a leg's is)."""
+    final: dict[tuple[str, str, str, str], tuple[int, bool]] = {}  # job -> (final attempt, a final leg failed)
+    for row in rows:
+        job = (row["head_sha"], row["downstream_repo"], row["workflow_name"], row["job_name"])
+        attempt = int(row.get("run_attempt") or 1)
+        failed = _leg_failed(str(row["status"]), row.get("conclusion") or None)
+        best = final.get(job)
+        if best is None or attempt > best[0]:
+            final[job] = (attempt, failed)
+        elif attempt == best[0] and failed and not best[1]:
+            final[job] = (attempt, True)
+    return {job[1] for job, (_, failed) in final.items() if failed}
+
+
+@functools.lru_cache(maxsize=256)
+def _leg_failed(status: str, conclusion: str | None) -> bool:
+    # silent=False: silence only turns a leg still in progress into "no report", never into a failure.
+    return verdict(status, conclusion, silent=False) in FAILED_VERDICTS

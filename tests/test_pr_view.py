@@ -12,7 +12,7 @@ from ingest.stores.embedded import EmbeddedStore
 from renderers.markdown import check_status, render_check_run, render_pr_comment
 from renderers.policy import Verdict
 from renderers.pr_view import HEAD_FROM_NEWEST_RESULT, HEAD_FROM_WEBHOOK, PrView, build_pr_view, has_results
-from sql.pr_results import fetch_pr_rows
+from sql.pr_results import backends_needing_trunk, fetch_pr_rows
 from sql.records import item_to_row
 from sql.saved import QueryParamError, load
 from sql.warehouse import Warehouse
@@ -209,7 +209,11 @@ async def test_fetch_gives_aware_times_and_the_same_view_as_the_saved_query(ware
     naive = load("oot_pr_results").run(warehouse, {"upstream_repo": "pytorch/pytorch", "pr": PR})
     assert aware and all(row["received_at"].tzinfo is not None for row in aware)
     assert all(row["received_at"].tzinfo is None for row in naive)
-    assert aware == [{name: value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+    # The flag is computed where the view reads it (backends with a failed final job), 0 elsewhere.
+    needing = backends_needing_trunk(naive)
+    assert needing and needing != {row["downstream_repo"] for row in naive}
+    assert aware == [{name: value.replace(tzinfo=UTC) if isinstance(value, datetime) else
+                      value if name != "also_failing_on_trunk" or row["downstream_repo"] in needing else 0
                       for name, value in row.items()} for row in naive]
     as_view = {"now": NOW, "silence_hours": 6, "public_url": "https://hud.example"}
     assert build_pr_view(aware, **as_view) == build_pr_view(naive, **as_view)
