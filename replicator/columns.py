@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from operator import itemgetter
+from operator import floordiv, itemgetter, sub
 from typing import Any
 
 from replicator.convert import source_table_of
@@ -40,6 +40,7 @@ _PR_NUMBER = COLUMN_NAMES.index("pr_number")
 _HEAD_SHA = COLUMN_NAMES.index("head_sha")
 _DELETED = COLUMN_NAMES.index("deleted")
 _DICT_ONLY = {dict}
+_STR_ONLY = {str}
 _ONE = {1}
 _MAX_SAFE_DIGITS = 19  # any 19-digit number is below 2**64; longer ones take the exact range check
 _TAG_OF = {"string": "S", "time": "S", "int": "N", "float": "N"}
@@ -262,28 +263,28 @@ def _string_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict
 def _time_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict[str, dict[str, Any]]
                  ) -> list[Any]:
     # Timestamps repeat (first_received_at = received_at, completed_at = received_at of the completion):
-    # convert each distinct text once, canonical ones in one batch (sql.records.canonical_times).
+    # convert each distinct text once, canonical ones in one batch (sql.records.canonical_times), and note
+    # its milliseconds for the driver (_tick_column) at the same time.
     times = caches["time"]
     new = [text for text in set(texts).difference(times) if text is not None]
     if new:
         try:
-            times.update(zip(new, canonical_times(new), strict=True))
+            converted = canonical_times(new)
         except (ValueError, TypeError):  # not all canonical: the spec's converter, one text at a time
-            for text in new:
-                if type(text) is not str:
-                    raise _Slow from None
-                times[text] = spec.convert(spec.name, text)
+            if set(map(type, new)) != _STR_ONLY:
+                raise _Slow from None
+            converted = [spec.convert(spec.name, text) for text in new]
+        times.update(zip(new, converted, strict=True))
+        caches["ticks"].update(zip(new, map(floordiv, map(sub, converted, repeat(_EPOCH)), repeat(_MILLISECOND)),
+                                   strict=True))
     if absent:
         return [None if text is None else times[text] for text in texts]
     return list(map(times.__getitem__, texts))
 
 
 def _tick_column(texts: list[Any], absent: int, caches: dict[str, dict[str, Any]]) -> list[Any]:
-    """A decoded time column's texts -> milliseconds since the epoch (None where absent), once per text."""
-    ticks, times = caches["ticks"], caches["time"]
-    new = [text for text in set(texts).difference(ticks) if text is not None]
-    if new:
-        ticks.update(zip(new, map(milliseconds, map(times.__getitem__, new)), strict=True))
+    """A decoded time column's texts -> milliseconds since the epoch (None where absent)."""
+    ticks = caches["ticks"]
     if absent:
         return [None if text is None else ticks[text] for text in texts]
     return list(map(ticks.__getitem__, texts))
@@ -291,19 +292,14 @@ def _tick_column(texts: list[Any], absent: int, caches: dict[str, dict[str, Any]
 
 def _int_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict[str, dict[str, Any]]
                 ) -> list[Any]:
-    # Counts, versions and PR numbers repeat within a batch: parse each distinct text once.
-    ints = caches["int"]
-    new = set(texts).difference(ints)
-    new.discard(None)
-    if new:
-        digits = "".join(new)
-        if "" in new or not (digits.isascii() and digits.isdigit()) or max(map(len, new)) > _MAX_SAFE_DIGITS:
-            raise _Slow
-        ints.update(zip(new, map(int, new), strict=True))
+    present = [text for text in texts if text is not None] if absent else texts
+    digits = "".join(present)
+    if not (digits.isascii() and digits.isdigit()) or "" in present or max(map(len, present)) > _MAX_SAFE_DIGITS:
+        raise _Slow
     if absent:
         default = spec.default
-        return [default if text is None else ints[text] for text in texts]
-    return list(map(ints.__getitem__, texts))
+        return [default if text is None else int(text) for text in texts]
+    return list(map(int, texts))
 
 
 def _float_column(spec: ColumnSpec, texts: list[Any], absent: int, caches: dict[str, dict[str, Any]]
