@@ -280,6 +280,30 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
     )
 
 
+def backends_needing_trunk(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The backends whose "also failing on trunk" flags ``build_pr_view`` reads: shown ones (by level) with a
+    job, at some head SHA, whose final attempt has a failed or timed-out leg (a job's verdict is its worst
+    final leg's, and those are the worst). The view is the same whatever flags other rows carry, so the PR
+    path (``sql.pr_results.fetch_pr_rows``) looks the trunk up for these backends only."""
+    rows = list(rows)
+    levels = _backend_levels(rows, [_row_recency(row) for row in rows])
+    final: dict[tuple[str, str, str, str], tuple[int, bool]] = {}  # job -> (final attempt, a final leg failed)
+    for row in rows:
+        repo = str(row["downstream_repo"])
+        if levels[repo] not in LEVEL_ORDER:
+            continue
+        job = (str(row["head_sha"]), repo, str(row["workflow_name"]), str(row["job_name"]))
+        attempt = int(row.get("run_attempt") or 1)
+        # A completed leg is never silent; silence only turns a leg in progress into "no report".
+        failed = _verdict(str(row["status"]), _text(row.get("conclusion")), False) in FAILED_VERDICTS
+        best = final.get(job, (0, False))
+        if attempt > best[0]:
+            final[job] = (attempt, failed)
+        elif attempt == best[0] and failed:
+            final[job] = (attempt, True)
+    return {job[1] for job, (_, failed) in final.items() if failed}
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

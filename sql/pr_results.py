@@ -10,11 +10,11 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
-from renderers.policy import FAILED_VERDICTS, verdict
+from renderers.pr_view import backends_needing_trunk
 from sql.saved import load
 from sql.warehouse import Warehouse
 
@@ -173,11 +173,11 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     the "also failing on trunk" flag: the rows of the saved query ``oot_pr_results``, in its order, with
     timezone-aware times. ``trunk`` defaults to the warehouse's cache. Blocking: call it from a thread.
 
-    The flag is computed only where the PR view reads it: for every row of a backend with a job whose final
-    attempt failed or timed out (``backends_needing_trunk``); it is 0 on the other backends' rows (a job that
-    did not fail is never "also failing on trunk"), and a PR without such a job skips the trunk entirely. So
-    ``build_pr_view`` gives the same view as from ``oot_pr_results`` rows (tested), and a cold render computes
-    the trunk baseline of fewer backends.
+    The flag is computed only where the PR view reads it: for every row of a shown backend with a job whose
+    final attempt failed or timed out (``renderers.pr_view.backends_needing_trunk``); it is 0 on the other
+    backends' rows (the view never asks whether a job that did not fail is "also" failing on trunk), and a PR
+    without such a job skips the trunk entirely. So ``build_pr_view`` gives the same view as from
+    ``oot_pr_results`` rows (tested), and a cold render computes the trunk baseline of fewer backends.
 
     Raises ``sql.saved.QueryParamError`` for an invalid repo/number and ``WarehouseError`` when the
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
@@ -193,26 +193,3 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     for row in rows:
         row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
     return rows
-
-
-def backends_needing_trunk(rows: Iterable[Mapping[str, Any]]) -> set[str]:
-    """The backends of ``rows`` (one PR's records) with a job whose final attempt has a failed or timed-out
-    leg, per head SHA: the jobs ``build_pr_view`` asks "also failing on trunk?" (a job's verdict is its worst
-    final leg's, and failure and timed out are the worst; ``policy.verdict`` decides what a leg's is)."""
-    final: dict[tuple[str, str, str, str], tuple[int, bool]] = {}  # job -> (final attempt, a final leg failed)
-    for row in rows:
-        job = (row["head_sha"], row["downstream_repo"], row["workflow_name"], row["job_name"])
-        attempt = int(row.get("run_attempt") or 1)
-        failed = _leg_failed(str(row["status"]), row.get("conclusion") or None)
-        best = final.get(job)
-        if best is None or attempt > best[0]:
-            final[job] = (attempt, failed)
-        elif attempt == best[0] and failed and not best[1]:
-            final[job] = (attempt, True)
-    return {job[1] for job, (_, failed) in final.items() if failed}
-
-
-@functools.lru_cache(maxsize=256)
-def _leg_failed(status: str, conclusion: str | None) -> bool:
-    # silent=False: silence only turns a leg still in progress into "no report", never into a failure.
-    return verdict(status, conclusion, silent=False) in FAILED_VERDICTS

@@ -188,24 +188,33 @@ def test_a_pr_without_a_failed_job_never_reads_the_trunk(warehouse: Warehouse) -
     assert cache.misses == 1
 
 
-def _r(sha: str, backend: str, job: str, attempt: int, status: str, conclusion: str | None) -> dict[str, Any]:
-    return {"head_sha": sha, "downstream_repo": backend, "workflow_name": "ci", "job_name": job,
-            "run_attempt": attempt, "status": status, "conclusion": conclusion}
+def _r(sha: str, backend: str, job: str, attempt: int, status: str, conclusion: str | None, *,
+       level: str = "L4", at: datetime = NOW) -> dict[str, Any]:
+    return {"head_sha": sha, "downstream_repo": backend, "downstream_level": level, "workflow_name": "ci",
+            "job_name": job, "run_attempt": attempt, "status": status, "conclusion": conclusion,
+            "first_received_at": at, "received_at": at}
 
 
-def test_backends_needing_trunk_are_those_with_a_failed_final_attempt() -> None:
+def test_backends_needing_trunk_are_shown_ones_with_a_failed_final_attempt() -> None:
+    earlier = NOW - timedelta(hours=1)
     assert backends_needing_trunk([]) == set()
     assert backends_needing_trunk([
         _r("s1", "a/fail", "test", 1, "completed", "failure"),
-        _r("s1", "b/timed-out", "test", 1, "completed", "timed_out"),
+        _r("s1", "b/timed-out", "test", 1, "completed", "timed_out", level="L2"),
         _r("s1", "c/rerun-passed", "test", 1, "completed", "failure"),
         _r("s1", "c/rerun-passed", "test", 2, "completed", "success"),
         _r("s1", "d/one-leg-failed", "test", 2, "completed", "success"),
         _r("s1", "d/one-leg-failed", "test", 2, "completed", "failure"),
+        _r("s1", "d/one-leg-failed", "test", 2, "completed", "success"),
         _r("s1", "e/running", "test", 1, "in_progress", None),
         _r("s1", "f/cancelled", "test", 1, "completed", "cancelled"),
         _r("s1", "g/old-head-failed", "test", 1, "completed", "failure"),
         _r("s2", "g/old-head-failed", "test", 2, "completed", "success"),  # another head: its own job
         _r("s1", "h/rerun-running", "test", 1, "completed", "failure"),
         _r("s1", "h/rerun-running", "test", 2, "in_progress", ""),
-    ]) == {"a/fail", "b/timed-out", "d/one-leg-failed", "g/old-head-failed"}
+        _r("s1", "i/onboarding", "test", 1, "completed", "failure", level="L1"),  # never shown
+        _r("s1", "j/now-l1", "test", 1, "completed", "failure", level="L3", at=earlier),  # newest record: L1
+        _r("s1", "j/now-l1", "lint", 1, "completed", "success", level="L1"),
+        _r("s1", "k/no-level", "test", 1, "completed", "failure", level=""),
+        _r("s1", "l/l3", "test", 1, "completed", "failure", level="L3"),
+    ]) == {"a/fail", "b/timed-out", "d/one-leg-failed", "g/old-head-failed", "l/l3"}
