@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import MutableMapping
 from typing import Any
 
+from renderers.logfmt import kv
+
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
-
-
-def kv(**fields: Any) -> str:
-    """``key=value`` pairs; values quoted when they hold spaces, quotes or ``=`` (and cut at 500 chars)."""
-    parts = []
-    for name, value in fields.items():
-        text = str(value)
-        if not text or any(ch in text for ch in ' "=\n\r\t'):
-            text = json.dumps(text[:500])
-        parts.append(f"{name}={text}")
-    return " ".join(parts)
 
 
 class KvLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

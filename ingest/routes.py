@@ -21,6 +21,7 @@ from ingest.extract import ExtractionError, extract
 from ingest.ratelimit import RateLimiter
 from ingest.schemas import Accepted, Refused, request_body_schema
 from ingest.stores.base import Outcome, ResultStore
+from renderers.logfmt import kv
 
 log = logging.getLogger("ingest.routes")
 
@@ -185,13 +186,3 @@ def _refuse(status: int, message: str, headers: dict[str, str] | None = None) ->
 def _log_refusal(status: int, reason: str, **fields: Any) -> None:
     log.info("%s", kv(event="result_refused", http_status=status, reason=reason, **fields))
 
-
-def kv(**fields: Any) -> str:
-    """One structured log line: ``key=value`` pairs, values quoted when they hold spaces or quotes."""
-    parts = []
-    for name, value in fields.items():
-        text = str(value)
-        if not text or any(ch in text for ch in ' "=\n\r\t'):
-            text = json.dumps(text[:500])
-        parts.append(f"{name}={text}")
-    return " ".join(parts)
