@@ -1,6 +1,7 @@
--- One PR's record rows (all head SHAs), defined once for the saved queries oot_pr_rows (the bot's and the
--- PR page's read, sql/pr_results.py) and oot_pr_results (the same rows + also_failing_on_trunk, JSON API).
--- Read as oot_pr_rows(upstream_repo = ..., pr = ...). Columns: the record's, plus
+-- One PR's record rows (all head SHAs), defined once for the saved queries oot_pr_rows and oot_pr_results
+-- (the same rows + also_failing_on_trunk, JSON API), read as oot_pr_rows(upstream_repo = ..., pr = ...), and
+-- for the bot's and the PR page's read (sql/pr_results.py), which runs this body inline (same text, read
+-- from this file: no view planning per call). Columns: the record's, plus
 --   current_head_sha  the head from oot_pr_heads (webhooks) when known, else the SHA of the newest record
 --                     (by first_received_at, then received_at: a late completion of an old SHA does not
 --                     move the head back)
