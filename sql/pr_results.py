@@ -32,15 +32,17 @@ TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM o
 
 @functools.cache
 def view_body(schema_file: str, view: str) -> str:
-    """The SELECT of ``CREATE OR REPLACE VIEW <view> AS`` in ``sql/schema/<schema_file>``, whole-line comments
-    and blank lines dropped (the client tokenizes the text on every call). Its ``{name:Type}`` parameters are
-    the view's, bound like a query's. Raises ``LookupError`` when the file does not define the view."""
+    """The SELECT of ``CREATE OR REPLACE VIEW <view> AS`` in ``sql/schema/<schema_file>`` (up to the statement's
+    end), whole-line comments and blank lines dropped (the client tokenizes the text on every call), as
+    ``Warehouse.apply_schema`` reads it. Its ``{name:Type}`` parameters are the view's, bound like a query's.
+    Raises ``LookupError`` when the file does not define the view."""
     text = (resources.files("sql") / "schema" / schema_file).read_text()
     head = f"CREATE OR REPLACE VIEW {view} AS"
     if head not in text:
         raise LookupError(f"{schema_file} does not define view {view}")
-    body = text.split(head, 1)[1]
-    return "\n".join(line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("--"))
+    lines = text.split(head, 1)[1].splitlines()
+    body = "\n".join(line for line in lines if line.strip() and not line.lstrip().startswith("--"))
+    return body.split(";", 1)[0].rstrip()  # the view's statement only, should another follow it
 
 
 def _from(sql: str, clause: str) -> str:
