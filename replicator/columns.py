@@ -32,6 +32,11 @@ from sql.records import (
     canonical_times,
 )
 
+try:  # the optional C extraction (replicator/_speedups.c): built by `pip install`, absent otherwise
+    from replicator._speedups import wire_texts as _c_wire_texts
+except ImportError:  # pragma: no cover - depends on the build
+    _c_wire_texts = None
+
 _UPSERTS = frozenset({"INSERT", "MODIFY"})
 _KNOWN = frozenset(COLUMN_NAMES)
 _KEY = COLUMN_NAMES.index("key")
@@ -44,9 +49,11 @@ _STR_ONLY = {str}
 _ONE = {1}
 _MAX_SAFE_DIGITS = 19  # any 19-digit number is below 2**64; longer ones take the exact range check
 _TAG_OF = {"string": "S", "time": "S", "int": "N", "float": "N"}
+_WIRE_TAGS = [_TAG_OF[spec.kind] for spec in COLUMN_SPECS]
 _GETTERS = {"S": itemgetter("S"), "N": itemgetter("N")}
 _KEYS, _KEY_ATTR, _S = itemgetter("Keys"), itemgetter("key"), _GETTERS["S"]
 _BLOCK = 256
+_COLUMN_OF = {name: index for index, name in enumerate(COLUMN_NAMES)}
 _TIME_INDEXES = tuple(index for index, spec in enumerate(COLUMN_SPECS) if spec.kind == "time")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -137,17 +144,30 @@ def convert_images(images: list[dict[str, Any]], wire_keys: list[str]
     # small objects, and a pass per column over all of it would miss the cache on every wire.
     for start in range(0, count, _BLOCK):
         block = images[start:start + _BLOCK] if count > _BLOCK else images
+        # Every image of the block read once, in C, when the extension is built and the block is regular
+        # (known attributes, each exactly {tag: str}); else column by column below.
+        extracted = wire_texts(block)
         for index, (spec, column) in enumerate(zip(COLUMN_SPECS, columns, strict=True)):
-            wires = list(map(dict.get, block, repeat(spec.name)))
+            wires = None
             try:
-                texts, absent = _texts(spec, wires)
-                if absent == len(wires):
+                if extracted is None:
+                    wires = list(map(dict.get, block, repeat(spec.name)))
+                    texts, absent = _texts(spec, wires)
+                else:
+                    texts, absent = extracted[0][index], extracted[1][index]
+                    if absent and spec.required:
+                        raise _Slow
+                if absent == len(texts):
                     values = [spec.default] * absent
+                elif extracted is not None and spec.kind == "string" and not absent:
+                    values = texts  # the C reading checked that each is a str: nothing left to decode
                 else:
                     values = _COLUMN_DECODERS[spec.kind](spec, texts, absent, caches)
                 if index in ticks:
                     ticks[index] += _tick_column(texts, absent, caches)
             except (_Slow, *_DECODE_ERRORS):
+                if wires is None:
+                    wires = list(map(dict.get, block, repeat(spec.name)))
                 values, absent = _decode_each(spec, wires, caches["time"], bad, start)
                 if index in ticks:
                     ticks[index] += [None if value is None else milliseconds(value) for value in values]
@@ -162,6 +182,14 @@ def convert_images(images: list[dict[str, Any]], wire_keys: list[str]
         bad.update(i for i, (key, wire_key) in enumerate(zip(columns[_KEY], wire_keys, strict=True))
                    if key != wire_key)
     return columns, ticks, bad
+
+
+def wire_texts(images: list[dict[str, Any]]) -> tuple[list[list[Any]], list[int]] | None:
+    """Each column's wire texts (None where absent) and absent counts, read in C; None when the extension
+    is not built or some image is irregular (the caller then reads column by column)."""
+    if _c_wire_texts is None:
+        return None
+    return _c_wire_texts(images, _COLUMN_OF, _WIRE_TAGS)
 
 
 def milliseconds(value: datetime) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import shutil
+import sys
 from datetime import datetime
 from typing import Any
 
 import pytest
 
+import replicator.columns
 from replicator.columns import convert_columns, milliseconds
 from replicator.convert import PoisonRecord, convert_record
 from replicator.pipeline import Replicator
@@ -28,6 +31,17 @@ from tests.stream_records import TABLE, completed, item, job, latest, stream_rec
 
 ROUTES = {TABLE: JOB_RESULTS_TABLE, "other-results": "other_job_results"}
 ABSENT = object()  # an edit that removes the attribute
+BUILT = replicator.columns._c_wire_texts is not None
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def extraction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C extraction (replicator/_speedups.c) and with the Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(replicator.columns, "_c_wire_texts", None)
+    elif not BUILT:
+        pytest.skip("replicator._speedups is not built (no C compiler): the Python path only")
+    return str(request.param)
 
 
 def plain(n: int, *, done: bool = True, version: int = 2, table: str | None = TABLE) -> dict[str, Any]:
@@ -194,6 +208,51 @@ def test_random_batches_match_the_exact_path() -> None:
                 records.append(plain(chooser.randint(0, 30), done=chooser.random() < 0.6,
                                      version=chooser.randint(1, 4)))
         check(records, chooser.choice([None, TABLE]))
+
+
+def test_batches_of_several_blocks_match_the_exact_path_block_by_block() -> None:
+    # 256 images per block: an odd record sends only its own block column by column (or, without the
+    # extension, only its own column); the other blocks keep the fast reading.
+    records = [plain(n) for n in range(700)]
+    records[300] = edited(records[300], "note", {"S": "an attribute no column reads"})
+    records[301] = edited(records[301], "tests_total", {"N": "-1"})
+    records[650] = edited(records[650], "job_name", {"S": "x", "N": "1"})
+    fast, rest = check(records)
+    assert rest == [300, 301, 650] and len(fast) == 697  # each left to the exact path, and only it
+    assert [exact(records[i])[0] for i in rest] == ["row", "poison", "poison"]
+
+
+def test_the_extension_is_built_wherever_a_c_compiler_is() -> None:
+    # `make` installs with `pip install -e .`, which builds it; a silent build failure would leave the
+    # slower path in place without anyone noticing.
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert BUILT, "replicator._speedups did not build: run `pip install -e .` and read the compiler's error"
+
+
+@pytest.mark.skipif(not BUILT, reason="replicator._speedups is not built")
+def test_wire_texts_reads_regular_images_and_refuses_the_rest(extraction: str) -> None:
+    from replicator._speedups import wire_texts
+
+    names = {"a": 0, "b": 1, "c": 2}
+    tags = ["S", "N", "S"]
+    text = "ünï" * 3
+    images = [{"a": {"S": text}, "b": {"N": "7"}}, {"c": {"S": ""}, "a": {"S": "x"}}]
+    before = sys.getrefcount(text)
+    for _ in range(1000):
+        columns, absent = wire_texts(images, names, tags)
+    assert columns == [[text, "x"], ["7", None], [None, ""]] and absent == [0, 1, 1]
+    assert sys.getrefcount(text) == before + 1  # held once, by the last result: nothing leaked
+    del columns
+    assert wire_texts([], names, tags) == ([[], [], []], [0, 0, 0])
+    for odd in ({"d": {"S": "x"}}, {"a": {"N": "1"}}, {"a": {"S": "x", "N": "1"}}, {"a": {}}, {"a": {"S": 1}},
+                {"a": {"S": None}}, {"a": ["S", "x"]}, {"a": "x"}, {"b": {"N": 5}}):
+        assert wire_texts([images[0], odd], names, tags) is None, odd
+    assert wire_texts([images[0], ["a"]], names, tags) is None
+    with pytest.raises(TypeError):
+        wire_texts((images[0],), names, tags)
+    with pytest.raises(ValueError, match="out of range"):
+        wire_texts([{"a": {"S": "x"}}], {"a": 5}, tags)
 
 
 def test_column_specs_hold_the_contract_the_fast_path_relies_on() -> None:
