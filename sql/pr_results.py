@@ -7,16 +7,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from renderers.pr_view import backends_needing_trunk
 from sql.saved import load
 from sql.warehouse import Warehouse
+
+log = logging.getLogger("sql.pr_results")
 
 PR_ROWS_QUERY = "oot_pr_rows"
 TRUNK_FAILING_QUERY = "oot_trunk_failing"
@@ -71,6 +75,13 @@ def trunk_failing_sql(narrowed: bool) -> str:
 Job = tuple[str, str, str]  # (downstream_repo, workflow_name, job_name)
 
 
+class Checked(NamedTuple):
+    """A trunk fingerprint and when its read started (the age of what is fetched under it)."""
+
+    fingerprint: tuple[Any, ...]
+    started: float
+
+
 @dataclasses.dataclass(slots=True)
 class _Entry:
     """One upstream repo's trunk-failing jobs as of ``fingerprint``, for the backends looked up so far."""
@@ -110,15 +121,30 @@ class TrunkFailingCache:
         self.hits = 0
         self.misses = 0
 
-    def failing(self, warehouse: Warehouse, upstream_repo: str,
-                backends: Iterable[str] | None = None) -> frozenset[Job]:
+    def check(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
+        """Read ``upstream_repo``'s trunk fingerprint and, unless a fresh entry for it already holds every
+        backend, fetch every backend's set under it. Returns the fingerprint read, for ``failing(checked=)``.
+
+        ``fetch_pr_rows`` runs this on a second connection while the PR's rows are read on the first: a miss
+        then costs the longer of the two reads, not their sum."""
+        checked = self._fingerprint(warehouse, upstream_repo)
+        self.failing(warehouse, upstream_repo, None, checked=checked)
+        return checked
+
+    def _fingerprint(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
+        started = self._clock()
+        row = warehouse.query(TRUNK_FINGERPRINT_SQL, {"upstream_repo": upstream_repo})[0]
+        return Checked(tuple(row.values()), started)
+
+    def failing(self, warehouse: Warehouse, upstream_repo: str, backends: Iterable[str] | None = None, *,
+                checked: Checked | None = None) -> frozenset[Job]:
         """The (backend, workflow, job) triples of ``upstream_repo`` failing on trunk as the view says now,
-        restricted to ``backends`` (None: every backend)."""
+        restricted to ``backends`` (None: every backend). ``checked``: a fingerprint ``check`` read just now
+        (not read again)."""
         wanted = None if backends is None else frozenset(backends)
         # Fingerprint BEFORE the sets: a trunk change landing between the two reads leaves an entry whose sets
         # are newer than its fingerprint, so the next read misses (never a stale set under a fresh fingerprint).
-        started = self._clock()
-        fingerprint = tuple(warehouse.query(TRUNK_FINGERPRINT_SQL, {"upstream_repo": upstream_repo})[0].values())
+        fingerprint, started = checked if checked is not None else self._fingerprint(warehouse, upstream_repo)
         fetch: frozenset[str] | None = wanted
         with self._lock:
             entry = self._entries.get(upstream_repo)
@@ -185,13 +211,38 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     warehouse fails. Feed the result to ``renderers.pr_view.build_pr_view``.
     """
     params = load(PR_ROWS_QUERY).bind({"upstream_repo": upstream_repo, "pr": pr_number})
-    # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
-    rows = warehouse.query_aware(pr_rows_sql(), params)
+    repo = params["upstream_repo"]
+    cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
+    side = warehouse.side_reader()
+    # The trunk's fingerprint (and, on a miss, every backend's set) on the second connection while the PR's
+    # rows are read on this one.
+    checking = _checks().submit(cache.check, side, repo) if side is not None else None
+    try:
+        # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
+        rows = warehouse.query_aware(pr_rows_sql(), params)
+    except BaseException:
+        if checking is not None:
+            checking.add_done_callback(_log_failed_check)
+        raise
     needing = backends_needing_trunk(rows)
     failing: frozenset[Job] = frozenset()
     if needing:
-        cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
-        failing = cache.failing(warehouse, params["upstream_repo"], needing)
+        checked = checking.result() if checking is not None else None
+        failing = cache.failing(warehouse, repo, needing, checked=checked)
+    elif checking is not None:
+        checking.add_done_callback(_log_failed_check)  # nothing to wait for: it only warms the cache
     for row in rows:
         row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
     return rows
+
+
+
+@functools.cache
+def _checks() -> ThreadPoolExecutor:
+    """The threads that check the trunk beside a PR read (one per concurrent render is plenty)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="trunk-check")
+
+
+def _log_failed_check(done: Future[Checked]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("trunk check failed: %s", type(done.exception()).__name__)

@@ -7,7 +7,7 @@ and callers are asyncio code that hands blocking work to threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,15 @@ class WarehouseError(RuntimeError):
 class Warehouse:
     """A clickhouse-connect client bound to one database, plus the schema that database must hold."""
 
-    def __init__(self, client: Any, database: str, *, kind: str) -> None:
+    def __init__(self, client: Any, database: str, *, kind: str, opener: Callable[[], Any] | None = None) -> None:
         self._client = client
         self.database = database
         self.kind = kind  # "embedded" or "clickhouse"
         self._lock = threading.Lock()
         self._types: dict[str, dict[str, str]] = {}
+        self._opener = opener  # opens another client on the same warehouse and database
+        self._side: Warehouse | None = None
+        self._side_lock = threading.Lock()
 
     @classmethod
     def connect(cls, *, url: str | None, data_dir: Path | None, database: str = "oot_hud") -> Warehouse:
@@ -59,18 +62,39 @@ class Warehouse:
                 "send_receive_timeout": 60,
             }
             kind = "clickhouse"
-        try:
-            # One client: chDB opens per-connection descriptors it never returns, so connect once and bind
-            # the database afterwards (every query then names it).
+        def open_client() -> Any:
             # Insert settings travel with the session: per-call settings cost the embedded engine extra
             # statements on every insert.
+            client = clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
+            client.database = database
+            return client
+
+        try:
+            # One client (and at most one more, ``side_reader``): chDB opens per-connection descriptors it
+            # never returns, so connect once and bind the database afterwards (every query then names it).
             client = clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
             client.database = database
         except Exception as exc:
             # The message may carry the URL; never echo credentials.
             raise WarehouseError(f"cannot open the {kind} warehouse: {type(exc).__name__}") from exc
-        return cls(client, database, kind=kind)
+        return cls(client, database, kind=kind, opener=open_client)
+
+    def side_reader(self) -> Warehouse | None:
+        """A second connection to the same warehouse and database, for a read that should run beside one on
+        this connection (a connection runs one statement at a time; the embedded engine runs statements of
+        different connections in parallel). Opened on first use and closed with this one. None when this
+        warehouse wraps a client it cannot reopen (the tests' shared engine client)."""
+        if self._opener is None:
+            return None
+        with self._side_lock:
+            if self._side is None:
+                try:
+                    self._side = Warehouse(self._opener(), self.database, kind=self.kind)
+                except Exception as exc:
+                    raise WarehouseError(f"cannot open a second {self.kind} connection: "
+                                         f"{type(exc).__name__}") from exc
+            return self._side
 
     def apply_schema(self) -> None:
         """Run every ``sql/schema/*.sql`` in name order; each statement is idempotent."""
@@ -145,6 +169,10 @@ class Warehouse:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+        with self._side_lock:
+            side, self._side, self._opener = self._side, None, None
+        if side is not None:
+            side.close()
 
 
 def quote_identifier(name: str) -> str:

@@ -115,6 +115,9 @@ async def test_warehouse_failure_is_503_without_details(tmp_path: Path, engine_d
 
         query_aware = query  # the PR rows' read (sql/pr_results.py)
 
+        def side_reader(self) -> Any:
+            return self  # the trunk check's connection fails the same way
+
         def ping(self) -> bool:
             return False
 
