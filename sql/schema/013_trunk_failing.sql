@@ -34,9 +34,6 @@ PARTITION BY toYYYYMM(first_received_at)
 ORDER BY (upstream_repo, downstream_repo, key)
 SETTINGS index_granularity = 1024;
 
--- Merge ten small parts at a time, as the other tables ingest writes into (sql/schema/012).
-ALTER TABLE oot_trunk_results MODIFY SETTING min_parts_to_merge_at_once = 10;
-
 CREATE OR REPLACE VIEW oot_trunk_results_source AS
 SELECT
     upstream_repo, downstream_repo, workflow_name, delivery_id, job_name, key,
