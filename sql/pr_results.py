@@ -27,11 +27,10 @@ TRUNK_FAILING_QUERY = "oot_trunk_failing"
 TTL_SECONDS = 60.0
 MAX_REPOS = 64
 # Changes whenever a trunk row is inserted (a new row: count + 1; ingest stamps received_at on receipt, so
-# the newest trunk row also moves the max). Read from the trunk copy the view reads (sql/schema/013), so the
-# fingerprint and the sets describe the same table. Without FINAL on purpose: a merge only changes the count,
-# which costs one miss. The primary key's prefix confines the read to one upstream (~3 ms on 83,000 rows).
-TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM oot_trunk_results "
-                         "WHERE upstream_repo = {upstream_repo:String} "
+# the newest trunk row also moves the max). Without FINAL on purpose: a merge only changes the count, which
+# costs one miss. The primary key's prefix confines the read to the trunk rows (~4 ms on 83,000 of them).
+TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM oot_job_results "
+                         "WHERE upstream_repo = {upstream_repo:String} AND pr_number = 0 "
                          "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
 
 

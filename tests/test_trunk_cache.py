@@ -13,7 +13,7 @@ import pytest
 
 from sql import pr_results
 from sql.pr_results import TrunkFailingCache, backends_needing_trunk, fetch_pr_rows, trunk_failing_cache
-from sql.records import JOB_RESULTS_TABLE, JobRecord, item_to_row
+from sql.records import JobRecord, item_to_row
 from sql.saved import load
 from sql.warehouse import Warehouse
 from tests.readpath_data import NOW, record, row
@@ -84,49 +84,6 @@ def test_parameterized_view_takes_a_bound_parameter(warehouse: Warehouse) -> Non
     assert direct == bound == [{"job_name": "test"}]
     assert warehouse.query("SELECT job_name FROM oot_trunk_failing(upstream_repo = {u:String})",
                            {"u": "nobody/nothing"}) == []
-
-
-def trunk_sets(warehouse: Warehouse) -> list[dict[str, Any]]:
-    return load("oot_trunk_failing").run(warehouse, {"upstream_repo": UPSTREAM})
-
-
-def test_the_trunk_copy_backfills_an_existing_database_and_catches_up(warehouse: Warehouse) -> None:
-    """A data dir from before the copy (sql/schema/013: table, materialized view) gets its trunk rows copied on
-    the next schema application, and a trunk row written while the view was missing is caught up."""
-    at = NOW - timedelta(hours=3)
-    warehouse.insert_job_rows([trunk("test", "failure", "1" * 40, at), trunk("build", "success", "1" * 40, at),
-                               trunk("lint", "failure", "1" * 40, at, backend="other/torch-other"), pr_job("test")])
-    expected = trunk_sets(warehouse)
-    assert len(expected) == 2
-    warehouse.command("DROP VIEW oot_trunk_results_mv")
-    warehouse.command("DROP TABLE oot_trunk_results")
-    warehouse.apply_schema()
-    assert trunk_sets(warehouse) == expected
-    assert warehouse.query("SELECT count() AS n FROM oot_trunk_results") == [{"n": 3}]  # trunk rows only
-    # a newer delivery written between the full copy and the view's creation (a concurrent writer)
-    warehouse.command("DROP VIEW oot_trunk_results_mv")
-    warehouse.insert_job_rows([trunk("test", "success", "2" * 40, NOW - timedelta(hours=1)),
-                               trunk("build", "failure", "2" * 40, NOW - timedelta(hours=1))])
-    assert trunk_sets(warehouse) == expected  # not seen yet
-    warehouse.apply_schema()
-    caught_up = trunk_sets(warehouse)
-    assert {r["job_name"] for r in caught_up} == {"build", "lint"}
-    warehouse.apply_schema()  # a second start copies nothing twice
-    warehouse.command(f"OPTIMIZE TABLE {JOB_RESULTS_TABLE} FINAL")
-    warehouse.command("OPTIMIZE TABLE oot_trunk_results FINAL")
-    assert trunk_sets(warehouse) == caught_up
-
-
-def test_the_trunk_copy_view_and_materialized_view_project_alike(warehouse: Warehouse) -> None:
-    """013 writes the copy's projection twice (the backfill view and the materialized view, which must read
-    the table itself): every row the materialized view wrote equals the view's row for that version."""
-    fix = trunk_record("test", "success", "2" * 40, NOW, attempt=2)
-    warehouse.insert_job_rows([trunk("test", "failure", "2" * 40, NOW - timedelta(hours=1)), row(fix),
-                               pr_job("test")])
-    warehouse.insert_job_rows([item_to_row(fix.present_fields(), deleted=True, version=2**62)])  # a tombstone
-    order = " ORDER BY key, version"
-    by_mv = warehouse.query("SELECT * FROM oot_trunk_results" + order)
-    assert len(by_mv) == 3 and by_mv == warehouse.query("SELECT * FROM oot_trunk_results_source" + order)
 
 
 # ---- the cache gives the saved query's flags --------------------------------------------------------------
