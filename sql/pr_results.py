@@ -121,14 +121,21 @@ class TrunkFailingCache:
         self.hits = 0
         self.misses = 0
 
-    def check(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
-        """Read ``upstream_repo``'s trunk fingerprint and, unless a fresh entry for it already holds every
-        backend, fetch every backend's set under it. Returns the fingerprint read, for ``failing(checked=)``.
+    def check(self, warehouse: Warehouse, upstream_repo: str,
+              candidates: Callable[[], Iterable[str]] | None = None) -> Checked:
+        """Read ``upstream_repo``'s trunk fingerprint and, when no fresh entry is under it, fetch the sets of
+        ``candidates()`` (None: every backend) under it. Returns the fingerprint read, for
+        ``failing(checked=)``, which fetches whatever a fresh entry still lacks.
 
         ``fetch_pr_rows`` runs this on a second connection while the PR's rows are read on the first: a miss
         then costs the longer of the two reads, not their sum."""
         checked = self._fingerprint(warehouse, upstream_repo)
-        self.failing(warehouse, upstream_repo, None, checked=checked)
+        with self._lock:
+            entry = self._entries.get(upstream_repo)
+            if (entry is not None and entry.fingerprint == checked.fingerprint
+                    and checked.started - entry.fetched_at < self._ttl):
+                return checked
+        self.failing(warehouse, upstream_repo, None if candidates is None else candidates(), checked=checked)
         return checked
 
     def _fingerprint(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
@@ -214,9 +221,12 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     repo = params["upstream_repo"]
     cache = trunk if trunk is not None else trunk_failing_cache(warehouse)
     side = warehouse.side_reader()
-    # The trunk's fingerprint (and, on a miss, every backend's set) on the second connection while the PR's
-    # rows are read on this one.
-    checking = _checks().submit(cache.check, side, repo) if side is not None else None
+    # The trunk's fingerprint (and, on a miss, the sets of the PR's backends with a failed row) on the second
+    # connection while the PR's rows are read on this one.
+    checking = None
+    if side is not None:
+        checking = _checks().submit(cache.check, side, repo,
+                                    functools.partial(failed_backends, side, repo, params["pr"]))
     try:
         # Timezone-aware times straight from the driver: the view would otherwise attach UTC to every value.
         rows = warehouse.query_aware(pr_rows_sql(), params)
@@ -235,6 +245,19 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
         row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
     return rows
 
+
+
+# The backends of a PR with any failed or timed-out row, any version (no FINAL): a superset of those whose
+# flags the view reads (renderers.pr_view.backends_needing_trunk), known before the PR's rows arrive.
+FAILED_BACKENDS_SQL = ("SELECT DISTINCT downstream_repo FROM oot_job_results "
+                       "PREWHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} "
+                       "WHERE conclusion IN ('failure', 'timed_out') "
+                       "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
+
+
+def failed_backends(warehouse: Warehouse, upstream_repo: str, pr_number: int) -> list[str]:
+    rows = warehouse.query(FAILED_BACKENDS_SQL, {"upstream_repo": upstream_repo, "pr": pr_number})
+    return [row["downstream_repo"] for row in rows]
 
 
 @functools.cache

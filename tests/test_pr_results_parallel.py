@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sql.pr_results import Checked, TrunkFailingCache, fetch_pr_rows
+from sql.pr_results import Checked, TrunkFailingCache, failed_backends, fetch_pr_rows
 from sql.warehouse import Warehouse, WarehouseError
 from tests.readpath_data import NOW, record
 from tests.test_pr_view import PR, PR_FIXTURES, TRUNK_FIXTURES, ingest
@@ -32,9 +32,10 @@ class RecordingCache(TrunkFailingCache):
         super().__init__(ttl_seconds=3600)
         self.checks: list[tuple[str, Warehouse]] = []
 
-    def check(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
+    def check(self, warehouse: Warehouse, upstream_repo: str,
+              candidates: Callable[[], Iterable[str]] | None = None) -> Checked:
         self.checks.append((threading.current_thread().name, warehouse))
-        return super().check(warehouse, upstream_repo)
+        return super().check(warehouse, upstream_repo, candidates)
 
 
 def flags(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -57,7 +58,7 @@ async def test_the_check_runs_beside_the_read_on_the_side_connection_and_changes
     # a miss fetched every backend under the fingerprint it read: the next render is a hit
     hits = cache.hits
     assert fetch_pr_rows(connected, UPSTREAM, PR, trunk=cache) == rows
-    assert cache.hits == hits + 2 and cache.misses == 1  # the check's and the flags' lookups
+    assert cache.hits == hits + 1 and cache.misses == 1  # the check finds the entry fresh: one lookup
 
 
 def test_a_trunk_change_is_seen_on_the_next_render(warehouse: Warehouse, connected: Warehouse) -> None:
@@ -72,6 +73,20 @@ def test_a_trunk_change_is_seen_on_the_next_render(warehouse: Warehouse, connect
     failing = {key for key, flag in flags(fetch_pr_rows(connected, UPSTREAM, 100, trunk=cache)) if flag}
     assert failing == {record(pr=100, job="test").key}
     assert cache.misses == 2 and len(cache.checks) == 2
+
+
+def test_a_miss_fetches_only_the_backends_with_a_failed_row(warehouse: Warehouse, connected: Warehouse) -> None:
+    at = NOW - timedelta(hours=3)
+    warehouse.insert_job_rows([pr_job("test"), pr_job("lint", "success", backend="other/torch-other"),
+                               trunk("test", "failure", "1" * 40, at),
+                               trunk("lint", "failure", "1" * 40, at, backend="other/torch-other")])
+    assert failed_backends(connected, UPSTREAM, 100) == ["acme/torch-acme"]
+    cache = RecordingCache()
+    rows = fetch_pr_rows(connected, UPSTREAM, 100, trunk=cache)
+    assert {row["job_name"]: row["also_failing_on_trunk"] for row in rows} == {"test": 1, "lint": 0}
+    assert flags(rows) == saved_flags(warehouse, 100)
+    entry = cache._entries[UPSTREAM]
+    assert set(entry.by_backend) == {"acme/torch-acme"} and not entry.complete  # the other one: not read
 
 
 class BrokenSide(Warehouse):
