@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from sql.pr_results import TrunkFailingCache, backends_needing_trunk, fetch_pr_r
 from sql.records import JobRecord, item_to_row
 from sql.saved import load
 from sql.warehouse import Warehouse
-from tests.readpath_data import NOW, record, row
+from tests.readpath_data import NOW, PRS, random_history, record, row
 from tests.test_pr_view import PR, PR_FIXTURES, TRUNK_FIXTURES, ingest
 
 UPSTREAM = "pytorch/pytorch"
@@ -124,65 +123,23 @@ def reference_trunk_failing(live: list[JobRecord], upstream: str) -> set[Job]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_cache_flags_equal_the_saved_query_and_the_policy_on_random_histories(warehouse: Warehouse,
                                                                                seed: int) -> None:
-    rng = random.Random(seed)
-    backends = ["acme/a", "acme/b", "beta/c"]
-    workflows = ["ci", "nightly"]
-    jobs = ["build", "test", "test-dist"]
-    live: dict[tuple[str, str], JobRecord] = {}  # by (upstream, key): the sort key has both
-    parts: list[list[list[Any]]] = [[] for _ in range(4)]
-    version = 1_000
-
-    def put(rec: JobRecord, *, deleted: bool = False) -> None:
-        nonlocal version
-        version += rng.randint(1, 5)
-        parts[rng.randrange(len(parts))].append(item_to_row(rec.present_fields(), deleted=deleted, version=version))
-        if deleted:
-            live.pop((rec.upstream_repo, rec.key), None)
-        else:
-            live[(rec.upstream_repo, rec.key)] = rec
-
-    for upstream in (UPSTREAM, "other/upstream"):
-        for _ in range(rng.randint(15, 30)):  # trunk deliveries; equal finish times happen (minute grid)
-            backend, workflow = rng.choice(backends), rng.choice(workflows)
-            sha, at = f"{rng.getrandbits(160):040x}", NOW - timedelta(minutes=10 * rng.randint(0, 12))
-            for job in rng.sample(jobs, rng.randint(1, 3)):
-                for attempt in range(1, rng.choice([1, 1, 2]) + 1):
-                    for leg in rng.choice([[""], ["a", "b"]]):
-                        status = rng.choice(["completed"] * 6 + ["in_progress"])
-                        rec = record(pr=0, sha=sha, backend=backend, workflow=workflow, job=job, attempt=attempt,
-                                     leg=leg, status=status, upstream=upstream,
-                                     conclusion=rng.choice(["success", "success", "failure", "timed_out",
-                                                            "cancelled"]),
-                                     received=at + timedelta(minutes=rng.choice([0, 0, 1]) * attempt))
-                        put(rec)
-                        if rng.random() < 0.15:
-                            put(rec)  # replay
-                        if rng.random() < 0.05:
-                            put(rec, deleted=True)
-        for pr in (100, 101):
-            for backend in rng.sample(backends, 2):
-                for job in jobs:
-                    put(record(pr=pr, backend=backend, workflow=rng.choice(workflows), job=job, upstream=upstream,
-                               conclusion=rng.choice(["success", "failure"])))
-    for part in parts:
-        warehouse.insert_job_rows(part)
-
+    live = random_history(warehouse, seed)
     cache = TrunkFailingCache()
     flagged_rows = 0
     for upstream in (UPSTREAM, "other/upstream"):
-        expected = reference_trunk_failing(list(live.values()), upstream)
+        expected = reference_trunk_failing(live, upstream)
         assert expected, "the history must have jobs failing on trunk"
         assert cache.failing(warehouse, upstream) == expected
-        for pr in (100, 101):
+        for pr in PRS:
             assert cached_flags(warehouse, pr, cache, upstream) == saved_flags(warehouse, pr, upstream)
             flagged_rows += sum(flag for _, flag in saved_flags(warehouse, pr, upstream))
             assert {k for k, f in saved_flags(warehouse, pr, upstream, narrowed=False) if f} == {
-                r.key for r in live.values() if r.pr_number == pr and r.upstream_repo == upstream
+                r.key for r in live if r.pr_number == pr and r.upstream_repo == upstream
                 and (r.downstream_repo, r.workflow_name, r.job_name) in expected}
     assert flagged_rows, "some PR job must be flagged"
     warehouse.command("OPTIMIZE TABLE oot_job_results FINAL")
     for upstream in (UPSTREAM, "other/upstream"):
-        assert cache.failing(warehouse, upstream) == reference_trunk_failing(list(live.values()), upstream)
+        assert cache.failing(warehouse, upstream) == reference_trunk_failing(live, upstream)
 
 
 # ---- freshness ----------------------------------------------------------------------------------------
