@@ -34,6 +34,14 @@ TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM o
                          "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
 
 
+# The backends of a PR with any failed or timed-out row, any version (no FINAL): a superset of those whose
+# flags the view reads (renderers.pr_view.backends_needing_trunk), known before the PR's rows arrive.
+FAILED_BACKENDS_SQL = ("SELECT DISTINCT downstream_repo FROM oot_job_results "
+                       "PREWHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} "
+                       "WHERE conclusion IN ('failure', 'timed_out') "
+                       "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
+
+
 @functools.cache
 def view_body(schema_file: str, view: str) -> str:
     """The SELECT of ``CREATE OR REPLACE VIEW <view> AS`` in ``sql/schema/<schema_file>`` (up to the statement's
@@ -121,22 +129,27 @@ class TrunkFailingCache:
         self.hits = 0
         self.misses = 0
 
-    def check(self, warehouse: Warehouse, upstream_repo: str,
-              candidates: Callable[[], Iterable[str]] | None = None) -> Checked:
+    def check(self, warehouse: Warehouse, upstream_repo: str, candidates: Callable[[], Iterable[str]]) -> Checked:
         """Read ``upstream_repo``'s trunk fingerprint and, when no fresh entry is under it, fetch the sets of
-        ``candidates()`` (None: every backend) under it. Returns the fingerprint read, for
+        the backends ``candidates()`` names under it. Returns the fingerprint read, for
         ``failing(checked=)``, which fetches whatever a fresh entry still lacks.
 
         ``fetch_pr_rows`` runs this on a second connection while the PR's rows are read on the first: a miss
         then costs the longer of the two reads, not their sum."""
         checked = self._fingerprint(warehouse, upstream_repo)
         with self._lock:
-            entry = self._entries.get(upstream_repo)
-            if (entry is not None and entry.fingerprint == checked.fingerprint
-                    and checked.started - entry.fetched_at < self._ttl):
+            if self._fresh(upstream_repo, checked) is not None:
                 return checked
-        self.failing(warehouse, upstream_repo, None if candidates is None else candidates(), checked=checked)
+        self.failing(warehouse, upstream_repo, candidates(), checked=checked)
         return checked
+
+    def _fresh(self, upstream_repo: str, checked: Checked) -> _Entry | None:
+        """The repo's entry if it is under ``checked``'s fingerprint and younger than the TTL (lock held)."""
+        entry = self._entries.get(upstream_repo)
+        if (entry is not None and entry.fingerprint == checked.fingerprint
+                and checked.started - entry.fetched_at < self._ttl):
+            return entry
+        return None
 
     def _fingerprint(self, warehouse: Warehouse, upstream_repo: str) -> Checked:
         started = self._clock()
@@ -151,11 +164,12 @@ class TrunkFailingCache:
         wanted = None if backends is None else frozenset(backends)
         # Fingerprint BEFORE the sets: a trunk change landing between the two reads leaves an entry whose sets
         # are newer than its fingerprint, so the next read misses (never a stale set under a fresh fingerprint).
-        fingerprint, started = checked if checked is not None else self._fingerprint(warehouse, upstream_repo)
+        if checked is None:
+            checked = self._fingerprint(warehouse, upstream_repo)
         fetch: frozenset[str] | None = wanted
         with self._lock:
-            entry = self._entries.get(upstream_repo)
-            if entry is not None and entry.fingerprint == fingerprint and started - entry.fetched_at < self._ttl:
+            entry = self._fresh(upstream_repo, checked)
+            if entry is not None:
                 self._entries.move_to_end(upstream_repo)
                 fetch = entry.missing(wanted)
                 if fetch is not None and not fetch:
@@ -171,11 +185,11 @@ class TrunkFailingCache:
         for r in rows:
             found.setdefault(r["downstream_repo"], set()).add((r["downstream_repo"], r["workflow_name"], r["job_name"]))
         with self._lock:
-            entry = self._entries.get(upstream_repo)
-            if entry is None or entry.fingerprint != fingerprint or started - entry.fetched_at >= self._ttl:
+            entry = self._fresh(upstream_repo, checked)
+            if entry is None:
                 # Replaces an expired entry or one of another fingerprint, even a newer one: that only costs the
                 # next read a miss.
-                entry = self._entries[upstream_repo] = _Entry(fingerprint, started, {})
+                entry = self._entries[upstream_repo] = _Entry(checked.fingerprint, checked.started, {})
             entry.by_backend.update((backend, frozenset(jobs)) for backend, jobs in found.items())
             entry.complete = entry.complete or fetch is None
             self._entries.move_to_end(upstream_repo)
@@ -200,6 +214,12 @@ def trunk_failing_cache(warehouse: Warehouse) -> TrunkFailingCache:
         if cache is None:
             cache = _caches[warehouse] = TrunkFailingCache()
         return cache
+
+
+def failed_backends(warehouse: Warehouse, upstream_repo: str, pr_number: int) -> list[str]:
+    """The PR's backends with a failed or timed-out row (``FAILED_BACKENDS_SQL``)."""
+    rows = warehouse.query(FAILED_BACKENDS_SQL, {"upstream_repo": upstream_repo, "pr": pr_number})
+    return [row["downstream_repo"] for row in rows]
 
 
 def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
@@ -244,20 +264,6 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     for row in rows:
         row["also_failing_on_trunk"] = int((row["downstream_repo"], row["workflow_name"], row["job_name"]) in failing)
     return rows
-
-
-
-# The backends of a PR with any failed or timed-out row, any version (no FINAL): a superset of those whose
-# flags the view reads (renderers.pr_view.backends_needing_trunk), known before the PR's rows arrive.
-FAILED_BACKENDS_SQL = ("SELECT DISTINCT downstream_repo FROM oot_job_results "
-                       "PREWHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} "
-                       "WHERE conclusion IN ('failure', 'timed_out') "
-                       "SETTINGS max_threads = 1, compile_expressions = 0, compile_aggregate_expressions = 0")
-
-
-def failed_backends(warehouse: Warehouse, upstream_repo: str, pr_number: int) -> list[str]:
-    rows = warehouse.query(FAILED_BACKENDS_SQL, {"upstream_repo": upstream_repo, "pr": pr_number})
-    return [row["downstream_repo"] for row in rows]
 
 
 @functools.cache

@@ -34,7 +34,7 @@ class Warehouse:
         self.kind = kind  # "embedded" or "clickhouse"
         self._lock = threading.Lock()
         self._types: dict[str, dict[str, str]] = {}
-        self._opener = opener  # opens another client on the same warehouse and database
+        self._opener = opener  # opens another client on the same warehouse
         self._side: Warehouse | None = None
         self._side_lock = threading.Lock()
 
@@ -65,14 +65,12 @@ class Warehouse:
         def open_client() -> Any:
             # Insert settings travel with the session: per-call settings cost the embedded engine extra
             # statements on every insert.
-            client = clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
-            client.database = database
-            return client
+            return clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
 
         try:
             # One client (and at most one more, ``side_reader``): chDB opens per-connection descriptors it
             # never returns, so connect once and bind the database afterwards (every query then names it).
-            client = clickhouse_connect.get_client(settings=INSERT_SETTINGS, **options)
+            client = open_client()
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
             client.database = database
         except Exception as exc:
@@ -90,7 +88,9 @@ class Warehouse:
         with self._side_lock:
             if self._side is None:
                 try:
-                    self._side = Warehouse(self._opener(), self.database, kind=self.kind)
+                    client = self._opener()
+                    client.database = self.database
+                    self._side = Warehouse(client, self.database, kind=self.kind)
                 except Exception as exc:
                     raise WarehouseError(f"cannot open a second {self.kind} connection: "
                                          f"{type(exc).__name__}") from exc

@@ -32,8 +32,7 @@ class RecordingCache(TrunkFailingCache):
         super().__init__(ttl_seconds=3600)
         self.checks: list[tuple[str, Warehouse]] = []
 
-    def check(self, warehouse: Warehouse, upstream_repo: str,
-              candidates: Callable[[], Iterable[str]] | None = None) -> Checked:
+    def check(self, warehouse: Warehouse, upstream_repo: str, candidates: Callable[[], Iterable[str]]) -> Checked:
         self.checks.append((threading.current_thread().name, warehouse))
         return super().check(warehouse, upstream_repo, candidates)
 
