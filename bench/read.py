@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from oot_hud.pages import backend_html, summary_html
 from oot_hud.publish import render_site, write_site
 from renderers.backend import MAX_PRS, MAX_TRUNK
-from renderers.html import Site
+from renderers.frame import Site
 from sql.records import COLUMN_NAMES, format_time
 from sql.saved import load
 from sql.warehouse import Warehouse

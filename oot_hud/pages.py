@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from oot_hud.services import Services
-from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend
-from renderers.html import DEFAULT_RANGE, RANGES, Site, is_repo_name, render_backend, render_summary
-from renderers.summary import build_summary
+from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend, render_backend
+from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from renderers.summary import build_summary, render_summary
 from sql.records import format_time
 from sql.saved import load
 from sql.warehouse import Warehouse, WarehouseError

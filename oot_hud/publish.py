@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from oot_hud.pages import NowDep, backend_html, dashboard_rows, summary_html, summary_rows
-from renderers.html import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from sql.warehouse import Warehouse
 
 log = logging.getLogger("oot_hud.publish")

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from renderers.html import Crumb, Site, range_label, range_links
+from renderers.frame import Crumb, Site, range_label, range_links
+from renderers.html import render_page
 from renderers.policy import pass_rate
 from renderers.pr_view import BackendResult, JobResult, VerdictCounts, build_pr_view
 from sql.records import parse_time
@@ -73,6 +74,10 @@ class BackendPage:
             "generated_at": self.generated_at,
             "page": self,
         }
+
+
+def render_backend(page: BackendPage) -> str:
+    return render_page("backend.html", **page.context())
 
 
 def build_backend(rows: Iterable[Mapping[str, Any]], *, repo: str, days: int, now: datetime, site: Site,

@@ -7,14 +7,13 @@ are ``https://`` (anything else is shown as plain escaped text).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
@@ -27,12 +26,6 @@ from renderers.policy import (
     pass_rate_band,
 )
 
-if TYPE_CHECKING:
-    from renderers.backend import BackendPage
-    from renderers.summary import SummaryPage
-
-RANGES = (1, 7, 30)  # the time ranges every page offers, in days
-DEFAULT_RANGE = 7
 NAME_LIMIT = 120  # longer untrusted names are cut on screen (the full text stays in the tooltip)
 
 VERDICT_LABEL = {
@@ -42,71 +35,6 @@ VERDICT_LABEL = {
 # Control and bidirectional-override characters are dropped from displayed text: escaping leaves them
 # live, and an RLO (U+202E) could make "exe.txt" read as "txt.exe".
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_REPO = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Crumb:
-    text: str
-    href: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RangeLink:
-    days: int
-    href: str
-    current: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Site:
-    """Where pages live. Live: absolute ``/oot/...`` URLs. Static: links relative to the page, which sits
-    ``depth`` directories below the site root, so the site works from any sub-path and from file://."""
-
-    static: bool = False
-    depth: int = 0
-    ranges: tuple[int, ...] = RANGES  # the ranges that exist (a static site may publish fewer)
-
-    @property
-    def _root(self) -> str:
-        return "../" * self.depth
-
-    def at(self, depth: int) -> Site:
-        return dataclasses.replace(self, depth=depth)
-
-    def home(self) -> str:
-        return f"{self._root}index.html" if self.static else "/oot"
-
-    def summary(self, days: int) -> str:
-        return f"{self._root}{days}d/index.html" if self.static else f"/oot?days={days}"
-
-    def backend(self, repo: str, days: int) -> str | None:
-        """The backend page, or None for a name that cannot be a GitHub ``owner/name``."""
-        if not is_repo_name(repo):
-            return None
-        if self.static:
-            return f"{self._root}{days}d/{quote(repo)}/index.html"
-        return f"/oot/{quote(repo)}?days={days}"
-
-    def pr(self, upstream_repo: str, number: int) -> str | None:
-        """The PR page live; on the static site (which has no PR pages) the PR on GitHub."""
-        if not is_repo_name(upstream_repo) or number <= 0:
-            return None
-        if self.static:
-            return f"https://github.com/{quote(upstream_repo)}/pull/{number}"
-        return f"/oot/pr/{quote(upstream_repo)}/{number}"
-
-
-def is_repo_name(value: str) -> bool:
-    return bool(_REPO.match(value)) and not any(part in (".", "..") for part in value.split("/"))
-
-
-def range_label(days: int) -> str:
-    return "last day" if days == 1 else f"last {days} days"
-
-
-def range_links(current: int, href_for: Any, ranges: Sequence[int] = RANGES) -> tuple[RangeLink, ...]:
-    return tuple(RangeLink(days, href_for(days), days == current) for days in ranges)
 
 
 # ---- filters -------------------------------------------------------------------------------------------
@@ -289,14 +217,6 @@ _STYLE = Markup((resources.files("renderers") / "templates" / "style.css").read_
 def render_page(template: str, **context: Any) -> str:
     """Render a page template that extends ``base.html`` (see its header comment for the context)."""
     return ENV.get_template(template).render(css=_STYLE, **context)
-
-
-def render_summary(page: SummaryPage) -> str:
-    return render_page("summary.html", **page.context())
-
-
-def render_backend(page: BackendPage) -> str:
-    return render_page("backend.html", **page.context())
 
 
 def escape_text(value: object) -> Markup:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from renderers.html import DEFAULT_RANGE, Crumb, Site, is_repo_name, render_page
+from renderers.frame import DEFAULT_RANGE, Crumb, Site, is_repo_name
+from renderers.html import render_page
 from renderers.markdown import (
     CheckRunOutput,
     check_status,

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from renderers.html import Crumb, Site, range_label, range_links
+from renderers.frame import Crumb, Site, range_label, range_links
+from renderers.html import render_page
 from renderers.policy import pass_rate
 
 
@@ -51,6 +52,10 @@ class SummaryPage:
             "generated_at": self.generated_at,
             "page": self,
         }
+
+
+def render_summary(page: SummaryPage) -> str:
+    return render_page("summary.html", **page.context())
 
 
 def build_summary(rows: Iterable[Mapping[str, Any]], *, days: int, now: datetime, site: Site) -> SummaryPage:

@@ -11,7 +11,7 @@ import pytest
 
 from oot_hud.pages import summary_rows
 from renderers.backend import BackendPage, build_backend
-from renderers.html import Site
+from renderers.frame import Site
 from renderers.policy import Verdict
 from renderers.pr_view import VerdictCounts
 from renderers.summary import BackendSummary, build_summary

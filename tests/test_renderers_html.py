@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from renderers.backend import build_backend
-from renderers.html import Site, bidi, is_https, link, render_backend, render_summary, sparkline
-from renderers.summary import build_summary
+from renderers.backend import build_backend, render_backend
+from renderers.frame import Site
+from renderers.html import bidi, is_https, link, sparkline
+from renderers.summary import build_summary, render_summary
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
@@ -220,3 +221,26 @@ def test_summary_series_spans_the_range() -> None:
     series = page.backends[0].series
     assert len(series) == 8 and series[-1] == pytest.approx(10 / 11) and series[-3] == pytest.approx(8 / 9)
     assert page.backends[0].series_days[0] == (NOW - timedelta(days=7)).date()
+
+
+def test_renderer_modules_import_each_other_without_cycles() -> None:
+    """The page frame lives in ``renderers.frame``: no renderer module imports one that imports it back."""
+    import ast
+
+    folder = Path(__file__).resolve().parent.parent / "renderers"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("renderers."):
+                imported.add(node.module.removeprefix("renderers."))
+        graph[path.stem] = imported
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, set()) - seen:
+            if nxt == target or reaches(nxt, target, seen | {nxt}):
+                return True
+        return False
+
+    assert graph["frame"] == set() and "html" in graph["backend"]
+    assert not [name for name in graph if reaches(name, name, set())]
