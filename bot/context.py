@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Protocol
 
 from bot.pr_state import PrState
 from sql.records import PrRef
+
+
+class AllowlistWatch(Protocol):
+    """The allowlist source, as the ``push`` handler sees it (``oot_hud.allowlist_source.AllowlistSource``)."""
+
+    def watched_path(self, repo: str, branch: str, default_branch: str) -> str | None: ...
+
+    def changed(self, repo: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,3 +25,4 @@ class HandlerContext:
     refresh: Callable[[PrRef], None]
     check_run_name: str
     app_id: int | None = None
+    allowlist: AllowlistWatch | None = None

@@ -6,6 +6,7 @@ writer owns retries and waits), and failures become the few error kinds the writ
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from collections.abc import Mapping
 from typing import Any
@@ -149,6 +150,15 @@ class GitHubApi:
     async def repo_installation(self, repo: str) -> int:
         response = await self._call(self._app_client, "GET", f"/repos/{_repo(repo)}/installation")
         return int(response.json()["id"])
+
+    # --- contents ----------------------------------------------------------------------------------
+    async def file_text(self, installation_id: int, repo: str, path: str) -> str:
+        """A file's text from the repository's default branch (``contents: read``)."""
+        url = f"/repos/{_repo(repo)}/contents/{quote(path, safe='/')}"
+        body = (await self._call(self._client(installation_id), "GET", url)).json()
+        if not isinstance(body, dict) or body.get("type") != "file" or body.get("encoding") != "base64":
+            raise GitHubError(f"GET {url} -> not a file GitHub sent inline")
+        return base64.b64decode(str(body.get("content") or "")).decode("utf-8")
 
     # --- comments ----------------------------------------------------------------------------------
     async def list_comments(self, installation_id: int, repo: str, number: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from bot.clock import Clock, RealClock
-from bot.context import HandlerContext
+from bot.context import AllowlistWatch, HandlerContext
 from bot.github import GitHubApi, GitHubError, NotFound
 from bot.handlers import build_router
 from bot.handlers.results import on_results
@@ -45,7 +45,8 @@ class Bot:
                  app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0, sweep: float = 60.0,
                  public_url: str = "http://127.0.0.1:8000", silence_hours: float = 6.0,
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
-                 render: RenderSync | None = None, poll_results: bool = False) -> None:
+                 render: RenderSync | None = None, poll_results: bool = False,
+                 allowlist_watch: AllowlistWatch | None = None) -> None:
         self.clock = clock or RealClock()
         self.state = PrState(warehouse)
         self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
@@ -62,7 +63,8 @@ class Bot:
         self.on_results: Callable[[PrRef], None] = on_results(self.writer.mark_dirty)
         self.router = build_router(HandlerContext(
             state=self.state, mark_dirty=self.writer.mark_dirty, refresh=self.writer.refresh,
-            check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None))
+            check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None,
+            allowlist=allowlist_watch))
         self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn)
         self.poll_results = poll_results
         self._polled_at: datetime | None = None
@@ -86,6 +88,15 @@ class Bot:
             raise
         self.state.remember(repo, found)
         return found
+
+    async def read_file(self, repo: str, path: str) -> str:
+        """A file of ``repo``'s default branch through the App's installation there (the allowlist)."""
+        if self.github is None:
+            raise LookupError("the GitHub App is not configured")
+        installation_id = await self._installation_for(repo)
+        if installation_id is None:
+            raise LookupError(f"the App is not installed on {repo}")
+        return await self.github.file_text(installation_id, repo, path)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run webhook work in the background, keeping a reference until it ends."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ingest.stores.base import OnChange, ResultStore
+from oot_hud.allowlist_source import AllowlistSource, parse_location
 from oot_hud.settings import Settings
 from oot_hud.trunk_warmer import TrunkWarmer
 from sql.records import PrRef
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("oot_hud.services")
 BOT_DRAIN_SECONDS = 5.0
 JOURNAL_DIR = "journal"
+ALLOWLIST_CACHE_DIR = "allowlist"  # the last good copy per database, for a restart while the source is unreadable
 
 
 @dataclasses.dataclass
@@ -31,6 +34,7 @@ class Services:
     listeners: list[OnChange] = dataclasses.field(default_factory=list)
     bot: Bot | None = None
     trunk_warmer: TrunkWarmer | None = None
+    allowlist: AllowlistSource | None = None  # None: no allowlist configured (everything works as without)
 
     async def settled(self) -> Services:
         """These services, once every result accepted so far is readable (page and API reads call this)."""
@@ -80,7 +84,26 @@ def build_store(settings: Settings, warehouse: Warehouse, on_change: OnChange) -
                          journal=open_journal(settings), flush_interval_ms=settings.flush_interval_ms)
 
 
-def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:
+def build_allowlist(settings: Settings, bot: Callable[[], Bot | None]) -> AllowlistSource | None:
+    """The allowlist source (``OOT_HUD_ALLOWLIST``); ``github:`` reads through ``bot()``, built after it.
+    Raises ValueError for a location it cannot read (before anything is opened)."""
+    if not settings.allowlist:
+        return None
+    location = parse_location(settings.allowlist)
+
+    async def through_app(repo: str, path: str) -> str:
+        app = bot()
+        if app is None:
+            raise LookupError("the GitHub App is not running")
+        return await app.read_file(repo, path)
+
+    return AllowlistSource(location, refresh_seconds=settings.allowlist_refresh_seconds,
+                           cache_path=settings.data_dir / ALLOWLIST_CACHE_DIR / f"{settings.clickhouse_database}.yml",
+                           fetch_github=through_app if settings.github_enabled else None)
+
+
+def build_bot(settings: Settings, warehouse: Warehouse,
+              allowlist: AllowlistSource | None = None) -> Bot:
     """The GitHub App; without App credentials it runs dry (renders, posts nothing)."""
     from bot.service import Bot
 
@@ -92,21 +115,25 @@ def build_bot(settings: Settings, warehouse: Warehouse) -> Bot:
                sweep=settings.bot_sweep_seconds, public_url=settings.public_url,
                silence_hours=settings.silence_hours,
                # DynamoDB path: the stream replicator runs elsewhere and cannot announce to this process.
-               poll_results=bool(settings.dynamo_table))
+               poll_results=bool(settings.dynamo_table), allowlist_watch=allowlist)
 
 
 async def build_services(settings: Settings) -> Services:
-    warehouse = open_warehouse(settings)
     services: Services
+    allowlist = build_allowlist(settings, lambda: services.bot)
+    warehouse = open_warehouse(settings)
     # The store announces through the Services object so listeners added later still hear it.
     store = build_store(settings, warehouse, on_change=lambda pr: services.announce(pr))
     tokens = [token.get_secret_value() for token in settings.relay_tokens]
-    services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens)
-    services.bot = build_bot(settings, warehouse)
+    services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens,
+                        allowlist=allowlist)
+    services.bot = build_bot(settings, warehouse, services.allowlist)
     services.listeners.append(services.bot.on_results)
     services.trunk_warmer = TrunkWarmer(warehouse)
     services.listeners.append(services.trunk_warmer)
     await services.bot.start()
+    if services.allowlist is not None:
+        await services.allowlist.start()  # after the bot: a github: source reads through it
     await store.start()
     return services
 
@@ -123,4 +150,6 @@ async def close_services(services: Services) -> None:
         await services.bot.stop()
     if services.trunk_warmer is not None:
         await services.trunk_warmer.stop()
+    if services.allowlist is not None:
+        await services.allowlist.stop()
     services.warehouse.close()

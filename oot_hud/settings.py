@@ -45,6 +45,10 @@ class Settings(BaseSettings):
 
     public_url: str = Field("http://127.0.0.1:8000", description="base URL of the pages, for links")
 
+    allowlist: str | None = Field(None, description="the relay's allowlist: a path, an http(s) URL, or "
+                                                    "github:owner/repo[:path] (read through the App)")
+    allowlist_refresh_seconds: float = Field(300.0, gt=0, description="how often the allowlist is read again")
+
     @field_validator("relay_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:

@@ -7,6 +7,7 @@ refuses bodies over GitHub's limit with 422, records every request, and lets a t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 import json
@@ -62,6 +63,7 @@ def _kind(method: str, path: str) -> str:
         ("GET", r"/commits/[^/]+/check-runs$", "check.find"),
         ("POST", r"/check-runs$", "check.create"),
         ("PATCH", r"/check-runs/\d+$", "check.update"),
+        ("GET", r"^/repos/[^/]+/[^/]+/contents/.+$", "contents.get"),
     ]
     for verb, pattern, name in table:
         if method == verb and re.search(pattern, path):
@@ -91,6 +93,7 @@ class GitHubFake:
         self.on_request: Callable[[Recorded], None] | None = None
         self.token_ttl = timedelta(hours=1)
         self.installed_repos: set[str] | None = None  # None: installed everywhere
+        self.files: dict[tuple[str, str], str] = {}  # (repo, path) -> text on the default branch
 
     # --- test helpers ------------------------------------------------------------------------------
     def install(self, router: respx.MockRouter) -> None:
@@ -211,6 +214,13 @@ class GitHubFake:
                 return httpx.Response(422, json={"message": "Validation Failed"})
             comment["body"] = body["body"]
             return httpx.Response(200, json=_public(comment))
+        if kind == "contents.get":
+            file_path = "/".join(parts[5:])
+            text = self.files.get((repo, file_path))
+            if text is None:
+                return httpx.Response(404, json={"message": "Not Found"})
+            return httpx.Response(200, json={"type": "file", "encoding": "base64", "path": file_path,
+                                             "content": base64.encodebytes(text.encode()).decode()})
         if kind == "check.find":
             sha = parts[5]
             name = query.get("check_name", [None])[0]
