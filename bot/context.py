@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bot.pr_state import PrState
+from sql.bot_state import BotState
 from sql.records import PrRef
 
 
@@ -26,3 +27,5 @@ class HandlerContext:
     check_run_name: str
     app_id: int | None = None
     allowlist: AllowlistWatch | None = None
+    # Shared with every instance when several run: leases, the PR's GitHub ids, set-once records.
+    bot_state: BotState | None = None

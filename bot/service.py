@@ -16,11 +16,13 @@ from bot.github import GitHubApi, GitHubError, NotFound
 from bot.handlers import build_router
 from bot.handlers.results import on_results
 from bot.logfmt import get_logger
+from bot.memory_state import MemoryBotState
 from bot.pr_state import PrState
 from bot.render import Render, RenderSync, warehouse_renderer
 from bot.webhook import WebhookReceiver
 from bot.writer import Writer
 from renderers.markdown import CHECK_RUN_NAME
+from sql.bot_state import BotState
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
@@ -46,9 +48,12 @@ class Bot:
                  public_url: str = "http://127.0.0.1:8000", silence_hours: float = 6.0,
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
                  render: RenderSync | None = None, poll_results: bool = False,
-                 allowlist_watch: AllowlistWatch | None = None) -> None:
+                 allowlist_watch: AllowlistWatch | None = None,
+                 bot_state: BotState | None = None) -> None:
         self.clock = clock or RealClock()
         self.state = PrState(warehouse)
+        # Leases, the PR's GitHub ids, set-once records and delivery ids; in memory for one process.
+        self.bot_state: BotState = bot_state or MemoryBotState(self.clock)
         self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
                        if app_id and private_key else None)
         render_sync = render or warehouse_renderer(warehouse, silence_hours=silence_hours, public_url=public_url)
@@ -64,8 +69,8 @@ class Bot:
         self.router = build_router(HandlerContext(
             state=self.state, mark_dirty=self.writer.mark_dirty, refresh=self.writer.refresh,
             check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None,
-            allowlist=allowlist_watch))
-        self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn)
+            allowlist=allowlist_watch, bot_state=self.bot_state))
+        self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn, first_delivery=self._first_delivery)
         self.poll_results = poll_results
         self._polled_at: datetime | None = None
         self._seen: dict[tuple[str, int], datetime] = {}
@@ -97,6 +102,11 @@ class Bot:
         if installation_id is None:
             raise LookupError(f"the App is not installed on {repo}")
         return await self.github.file_text(installation_id, repo, path)
+
+    async def _first_delivery(self, delivery_id: str) -> bool:
+        if isinstance(self.bot_state, MemoryBotState):
+            return self.bot_state.first_delivery(delivery_id)
+        return await asyncio.to_thread(self.bot_state.first_delivery, delivery_id)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run webhook work in the background, keeping a reference until it ends."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bot.clock import Clock, RealClock
 from bot.logfmt import get_logger
+from bot.memory_state import MemoryBotState
 from bot.router import Delivery, Router
 
 log = get_logger("oot_hud.bot.webhook")
@@ -21,30 +20,20 @@ log = get_logger("oot_hud.bot.webhook")
 WEBHOOK_PATH = "/api/github/webhook"
 # GitHub caps deliveries at 25 MB; the events this App subscribes to are a few hundred KB at most.
 MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
-DEDUPE_SIZE = 10_000
-DEDUPE_TTL_SECONDS = 24 * 3600.0
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+FirstDelivery = Callable[[str], Awaitable[bool]]
+"""True the first time a delivery id is seen (``BotState.first_delivery``, shared by every instance)."""
 
 
-class DeliveryDedupe:
-    """Bounded memory of recent ``X-GitHub-Delivery`` ids (GitHub keeps the id across redeliveries)."""
+def in_memory_dedupe() -> FirstDelivery:
+    """This process's own memory of delivery ids (a receiver built without shared state)."""
+    memory = MemoryBotState()
 
-    def __init__(self, size: int = DEDUPE_SIZE, ttl: float = DEDUPE_TTL_SECONDS, clock: Clock | None = None) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._size = size
-        self._ttl = ttl
-        self._clock = clock or RealClock()
+    async def first_delivery(delivery_id: str) -> bool:
+        return memory.first_delivery(delivery_id)
 
-    def first_time(self, delivery_id: str) -> bool:
-        """True the first time an id is seen (and remembers it)."""
-        now = self._clock.monotonic()
-        while self._seen and (len(self._seen) >= self._size or next(iter(self._seen.values())) < now - self._ttl):
-            self._seen.popitem(last=False)
-        if delivery_id in self._seen:
-            return False
-        self._seen[delivery_id] = now
-        return True
+    return first_delivery
 
 
 def signature_problem(secret: bytes, body: bytes, header: str | None, sha1_header: str | None) -> str | None:
@@ -65,12 +54,12 @@ class WebhookReceiver:
     """Verify, de-duplicate, parse and route one delivery; the routed work runs in the background."""
 
     def __init__(self, secret: str | None, router: Router, spawn: Spawn, *,
-                 max_bytes: int = MAX_WEBHOOK_BYTES, dedupe: DeliveryDedupe | None = None) -> None:
+                 max_bytes: int = MAX_WEBHOOK_BYTES, first_delivery: FirstDelivery | None = None) -> None:
         self._secret = secret.encode() if secret else None
         self._router = router
         self._spawn = spawn
         self.max_bytes = max_bytes
-        self._dedupe = dedupe or DeliveryDedupe()
+        self._first_delivery = first_delivery or in_memory_dedupe()
 
     async def receive(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """-> (HTTP status, JSON body). Never raises for bad input."""
@@ -95,7 +84,7 @@ class WebhookReceiver:
         if not isinstance(payload, dict):
             return 400, {"error": "body must be a JSON object"}
         delivery = Delivery(event=event[:64], delivery_id=delivery_id[:64], payload=payload)
-        if not self._dedupe.first_time(delivery.delivery_id):
+        if not await self._first_delivery(delivery.delivery_id):
             log.info("duplicate delivery ignored", extra=delivery.log_fields())
             return 200, {"status": "duplicate", "delivery": delivery.delivery_id}
         if not self._router.handles(delivery):

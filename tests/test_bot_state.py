@@ -1,0 +1,202 @@
+"""``BotState``'s contract, run against every implementation: marks, leases with fencing and expiry,
+clock skew between instances, set-once records and delivery ids (expiries compared by the implementation,
+never left to a TTL sweeper)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.memory_state import MemoryBotState
+from sql.bot_state import Announcement, BotState, Busy, Lease, LeaseLost, PrMemo, Watermark
+from sql.records import PrRef
+
+PR = PrRef("pytorch/pytorch", 170001)
+OTHER = PrRef("pytorch/vision", 12)
+
+
+class SkewedClock:
+    """One instance's clocks: a shared virtual time, the wall clock off by ``offset`` seconds."""
+
+    def __init__(self, base: FakeClock, offset: float = 0.0) -> None:
+        self.base = base
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    def wall(self) -> float:
+        return self.base.wall() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)
+
+
+Instances = Callable[..., BotState]
+
+
+@pytest.fixture
+def time_base() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory"])
+def instance(request: pytest.FixtureRequest, time_base: FakeClock) -> Iterator[Instances]:
+    """``instance(offset=0.0)``: a handle on one shared state, as an instance whose wall clock is off by
+    ``offset`` seconds sees it."""
+    if request.param == "memory":
+        shared = MemoryBotState(SkewedClock(time_base))
+
+        def make(offset: float = 0.0) -> BotState:
+            return shared.view(SkewedClock(time_base, offset))
+
+        yield make
+
+
+def lease(found: Lease | Busy) -> Lease:
+    assert isinstance(found, Lease), found
+    return found
+
+
+def test_marks_are_cleared_only_by_the_token_that_was_rendered(instance: Instances) -> None:
+    a, b = instance(), instance()
+    first = a.announce(PR, watermark=Watermark("k1", 1))
+    [mark] = b.pending()
+    assert (mark.pr, mark.token, mark.watermark) == (PR, first, Watermark("k1", 1))
+    second = a.announce(PR, watermark=Watermark("k2", 3))
+    assert second != first
+    assert not b.clear(mark), "an announcement came after the render: the mark must stay"
+    [newer] = b.pending()
+    assert (newer.token, newer.watermark) == (second, Watermark("k2", 3))
+    assert b.clear(newer) and b.pending() == []
+    assert not b.clear(newer), "already cleared"
+
+
+def test_a_refresh_request_survives_later_announcements_until_cleared(instance: Instances) -> None:
+    a = instance()
+    a.announce(PR, refresh_check=True)
+    a.announce(PR, watermark=Watermark("k", 2))
+    [mark] = a.pending()
+    assert mark.refresh_check and mark.watermark == Watermark("k", 2)
+    assert a.clear(mark)
+    a.announce(PR)
+    assert [m.refresh_check for m in a.pending()] == [False]
+
+
+def test_announce_all_skips_trunk_results(instance: Instances) -> None:
+    a = instance()
+    written = a.announce_all([Announcement(PR, Watermark("k", 1)), Announcement(PrRef("pytorch/pytorch", 0)),
+                              Announcement(OTHER)])
+    assert written == 2
+    assert sorted((m.upstream_repo, m.pr_number) for m in a.pending()) == [("pytorch/pytorch", 170001),
+                                                                            ("pytorch/vision", 12)]
+
+
+def test_marks_expire_without_any_sweeper(instance: Instances, time_base: FakeClock) -> None:
+    a = instance()
+    a.announce(PR)
+    time_base.advance(24 * 3600 + 1)
+    assert a.pending() == []
+
+
+def test_one_lease_at_a_time_and_a_new_token_after_expiry(instance: Instances, time_base: FakeClock) -> None:
+    a, b = instance(), instance()
+    held = lease(a.acquire(PR, "a", 10.0))
+    busy = b.acquire(PR, "b", 10.0)
+    assert isinstance(busy, Busy) and busy.owner == "a" and 9.0 <= busy.expires_in <= 10.0
+    assert isinstance(b.acquire(PR, "b", 10.0), Busy)
+    assert isinstance(b.acquire(OTHER, "b", 10.0), Lease), "leases are per PR"
+    time_base.advance(10.5)
+    taken = lease(b.acquire(PR, "b", 10.0))
+    assert taken.token > held.token
+
+
+def test_fencing_refuses_the_writer_whose_lease_was_taken_over(instance: Instances, time_base: FakeClock) -> None:
+    a, b = instance(), instance()
+    old = lease(a.acquire(PR, "a", 5.0))
+    a.record(old, PrMemo(comment_id=1, comment_hash="h1"))
+    time_base.advance(6.0)  # a stalls past its lease (a GC pause, a stuck call)
+    new = lease(b.acquire(PR, "b", 5.0))
+    assert new.memo == PrMemo(comment_id=1, comment_hash="h1")
+    b.record(new, PrMemo(comment_id=1, comment_hash="h2"))
+    with pytest.raises(LeaseLost):
+        a.record(old, PrMemo(comment_id=99, comment_hash="stale"))
+    with pytest.raises(LeaseLost):
+        a.renew(old, 5.0)
+    a.release(old)  # a no-op: it must not free b's lease
+    assert isinstance(a.acquire(PR, "a", 5.0), Busy)
+    b.record(new, PrMemo(comment_id=1, comment_hash="h3"), release=True)
+    assert lease(a.acquire(PR, "a", 5.0)).memo.comment_hash == "h3"
+
+
+def test_an_expired_but_untaken_lease_may_still_be_renewed_and_recorded(instance: Instances,
+                                                                        time_base: FakeClock) -> None:
+    """Fencing is by token, not by time: while nobody took the PR over, the holder is still the latest."""
+    a = instance()
+    held = lease(a.acquire(PR, "a", 5.0))
+    time_base.advance(7.0)
+    renewed = a.renew(held, 5.0)
+    assert renewed.token == held.token and renewed.deadline == time_base.monotonic() + 5.0
+    a.record(renewed, PrMemo(check_sha="s", check_run_id=7))
+    a.release(renewed)
+    assert lease(instance().acquire(PR, "b", 5.0)).memo.check_run_id == 7
+
+
+def test_the_deadline_counts_from_before_the_request(instance: Instances, time_base: FakeClock) -> None:
+    a = instance()
+    start = time_base.monotonic()
+    held = lease(a.acquire(PR, "a", 8.0))
+    assert held.deadline == start + 8.0 and held.remaining(start + 3.0) == 5.0
+
+
+@pytest.mark.parametrize("skew", [-2.0, 2.0])
+def test_skewed_clocks_move_a_takeover_by_at_most_the_skew(instance: Instances, time_base: FakeClock,
+                                                           skew: float) -> None:
+    """Another instance takes an unreleased lease over when *its* wall clock passes the holder's expiry: an
+    instance whose clock is ``skew`` s ahead does so ``skew`` s early (the writer's guard keeps the holder's
+    writes clear of that), one behind does so late (a delay, never an overlap)."""
+    holder, other = instance(), instance(offset=skew)
+    held = lease(holder.acquire(PR, "holder", 10.0))
+    time_base.advance(10.0 - skew - 0.1)
+    assert isinstance(other.acquire(PR, "other", 10.0), Busy)
+    time_base.advance(0.2)
+    assert lease(other.acquire(PR, "other", 10.0)).token == held.token + 1
+
+
+def test_an_expired_pr_item_counts_as_absent(instance: Instances, time_base: FakeClock) -> None:
+    a = instance()
+    held = lease(a.acquire(PR, "a", 5.0))
+    a.record(held, PrMemo(comment_id=5), release=True)
+    time_base.advance(91 * 24 * 3600)
+    assert lease(a.acquire(PR, "a", 5.0)).memo == PrMemo()
+
+
+def test_set_once_is_true_once_per_pr_and_name(instance: Instances, time_base: FakeClock) -> None:
+    a, b = instance(), instance()
+    assert a.set_once(PR, "notified:acme/accel:abc", "comment 55")
+    assert not b.set_once(PR, "notified:acme/accel:abc", "comment 56")
+    assert b.get_once(PR, "notified:acme/accel:abc") == "comment 55"
+    assert b.set_once(PR, "notified:acme/accel:def")
+    assert b.set_once(OTHER, "notified:acme/accel:abc")
+    assert a.get_once(PR, "never") is None
+    assert a.set_once(PR, "short", ttl_seconds=60)
+    time_base.advance(61)
+    assert a.get_once(PR, "short") is None and b.set_once(PR, "short", "again")
+
+
+def test_delivery_ids_are_first_once_until_they_expire(instance: Instances, time_base: FakeClock) -> None:
+    a, b = instance(), instance()
+    assert a.first_delivery("d-1")
+    assert not b.first_delivery("d-1"), "a redelivery to another instance is a duplicate"
+    assert b.first_delivery("d-2")
+    time_base.advance(24 * 3600 + 1)
+    assert a.first_delivery("d-1")
+
+
+def test_memory_dedupe_stays_bounded() -> None:
+    state = MemoryBotState(FakeClock(), dedupe_size=3)
+    assert all(state.first_delivery(f"d{i}") for i in range(5))
+    assert state.first_delivery("d0"), "the oldest ids were forgotten"
+    assert not state.first_delivery("d4")
