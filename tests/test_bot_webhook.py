@@ -214,6 +214,41 @@ async def test_synchronize_closed_and_base_edits_update_the_head(client: httpx.A
     assert (head.head_sha, head.state) == (SHA2, "closed")
 
 
+async def test_title_and_author_are_recorded_and_a_title_edit_updates_them(client: httpx.AsyncClient,
+                                                                           bot: Bot) -> None:
+    opened = github_payload("pull_request.opened")
+    opened["pull_request"]["title"] = "Old title @everyone <b>x</b> | y"
+    await deliver(client, "pull_request.opened", payload=opened)
+    await bot.drain()
+    head = bot.state.head(REPO, 170001)
+    assert (head.title, head.author) == ("Old title @everyone <b>x</b> | y", "contributor"), "stored as given"
+    cycles = bot.writer.slot(REPO, 170001).cycles
+    await deliver(client, "pull_request.edited-title")  # updated_at 12:40, after the opening
+    await bot.drain()
+    head = bot.state.head(REPO, 170001)
+    assert (head.title, head.head_sha, head.author) == ("Add a thing", SHA1, "contributor")
+    assert bot.writer.slot(REPO, 170001).cycles == cycles, "a title edit re-renders nothing"
+    long_title = github_payload("pull_request.synchronize")
+    long_title["pull_request"]["title"] = "t" * 1000
+    long_title["pull_request"]["user"] = None
+    await deliver(client, "pull_request.synchronize", payload=long_title)
+    await bot.drain()
+    head = bot.state.head(REPO, 170001)
+    assert (len(head.title), head.author) == (256, "")
+
+
+def test_an_older_pr_heads_table_gains_title_and_author(warehouse: Warehouse) -> None:
+    warehouse.command("DROP TABLE oot_pr_heads")
+    warehouse.command("CREATE TABLE oot_pr_heads (upstream_repo LowCardinality(String), pr_number UInt64,"
+                      " head_sha String, state LowCardinality(String), base_ref String, installation_id UInt64,"
+                      " updated_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree(updated_at)"
+                      " ORDER BY (upstream_repo, pr_number)")
+    warehouse.command("INSERT INTO oot_pr_heads VALUES ('pytorch/pytorch', 7, 'abc', 'open', 'main', 1, now())")
+    warehouse.apply_schema()
+    [old] = warehouse.query("SELECT title, author FROM oot_pr_heads")
+    assert old == {"title": "", "author": ""}
+
+
 async def test_base_change_is_recorded(client: httpx.AsyncClient, bot: Bot) -> None:
     await deliver(client, "pull_request.edited-base")
     await bot.drain()

@@ -1,4 +1,4 @@
-"""``pull_request`` events: record the PR's head/state/base in ``oot_pr_heads`` and mark the PR dirty."""
+"""``pull_request`` events: record the PR's head/state/base/title/author in ``oot_pr_heads``, mark the PR dirty."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from sql.records import PrRef
 log = get_logger("oot_hud.bot.handlers.pull_request")
 
 HEAD_ACTIONS = ("opened", "reopened", "synchronize", "closed")
+MAX_TITLE = 256  # GitHub's own limit on a PR title
+MAX_LOGIN = 39
 
 
 def head_from_payload(delivery: Delivery) -> PrHead | None:
@@ -29,19 +31,25 @@ def head_from_payload(delivery: Delivery) -> PrHead | None:
         return None
     return PrHead(upstream_repo=repo, pr_number=number, head_sha=sha, state=str(pr.get("state") or "open"),
                   base_ref=str((pr.get("base") or {}).get("ref") or ""),
-                  installation_id=delivery.installation_id or 0, updated_at=when(pr.get("updated_at")))
+                  installation_id=delivery.installation_id or 0, updated_at=when(pr.get("updated_at")),
+                  title=_text(pr.get("title"), MAX_TITLE), author=_text((pr.get("user") or {}).get("login"), MAX_LOGIN))
+
+
+def _text(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
 
 
 def router(ctx: HandlerContext) -> Router:
     routes = Router()
 
-    async def record(delivery: Delivery) -> None:
+    async def record(delivery: Delivery, *, dirty: bool = True) -> None:
         head = head_from_payload(delivery)
         if head is None:
             log.warning("pull_request payload without a usable PR", extra=delivery.log_fields())
             return
         await asyncio.to_thread(ctx.state.record_head, head)
-        ctx.mark_dirty(PrRef(head.upstream_repo, head.pr_number, head.head_sha))
+        if dirty:
+            ctx.mark_dirty(PrRef(head.upstream_repo, head.pr_number, head.head_sha))
         log.info("PR head recorded", extra={**delivery.log_fields(), "pr": f"{head.upstream_repo}#{head.pr_number}",
                                             "head_sha": head.head_sha, "state": head.state})
 
@@ -49,9 +57,11 @@ def router(ctx: HandlerContext) -> Router:
         routes.add("pull_request", action, record)
 
     @routes.register("pull_request", "edited")
-    async def base_changed(delivery: Delivery) -> None:
+    async def edited(delivery: Delivery) -> None:
         changes = delivery.payload.get("changes")
         if isinstance(changes, dict) and "base" in changes:
             await record(delivery)
+        elif isinstance(changes, dict) and "title" in changes:
+            await record(delivery, dirty=False)  # the pages show it; the comment and check do not
 
     return routes
