@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sql.records import EVENT_TYPES, STATUS_COMPLETED, STATUSES, JobRecord, parse_time
+from sql.records import STATUS_COMPLETED, STATUSES, JobRecord, parse_time
 
 DEFAULT_UPSTREAM_REPO = "pytorch/pytorch"
 LEVELS = ("L1", "L2", "L3", "L4")
@@ -22,6 +22,7 @@ MAX_NAME = 300        # workflow name, job name (matrix legs carry their paramet
 MAX_URL = 2048
 MAX_REF = 255
 MAX_CONCLUSION = 64
+MAX_EVENT_TYPE = 64   # GitHub's event names are under 40 characters
 MAX_REPO = 140        # GitHub: owner 39 + "/" + name 100
 MAX_TIMESTAMP = 40
 MAX_RUN_ATTEMPT = 2**32 - 1  # the warehouse column is UInt32
@@ -61,9 +62,7 @@ def extract(body: Any, *, received_at: datetime) -> JobRecord:
         raise ExtractionError(f"{_W}status must be one of {', '.join(STATUSES)}, got {status[:32]!r}")
     completed = status == STATUS_COMPLETED
 
-    event_type = _optional_string(callback.get("event_type"), _C + "event_type", 32) or "pull_request"
-    if event_type not in EVENT_TYPES:
-        raise ExtractionError(f"{_C}event_type must be one of {', '.join(EVENT_TYPES)}, got {event_type!r}")
+    event_type = _event_type(callback.get("event_type"))
     delivery_id = _required_id(callback.get("delivery_id"), _C + "delivery_id")
     workflow_name = _required_string(workflow.get("name"), _W + "name", MAX_NAME)
     job_name = _required_string(workflow.get("job_name"), _W + "job_name", MAX_NAME)
@@ -91,15 +90,15 @@ def extract(body: Any, *, received_at: datetime) -> JobRecord:
         artifact_url=_optional_string(workflow.get("artifact_url"), _W + "artifact_url", MAX_URL),
         schema_version=_optional_id(workflow.get("schema_version"), _W + "schema_version"),
         status=status,
-        # Conclusion, test counts, completion time and execution time describe a finished job: an
+        # Conclusion, test counts and completion time describe a finished job: an
         # in_progress callback carrying them (a buggy downstream) must not pre-empt the real ones.
         conclusion=_optional_string(workflow.get("conclusion"), _W + "conclusion", MAX_CONCLUSION)
         if completed else None,
         started_at=_optional_time(workflow.get("started_at"), _W + "started_at"),
         completed_at=_optional_time(workflow.get("completed_at"), _W + "completed_at") if completed else None,
         queue_time_s=_optional_seconds(metrics.get("queue_time"), "trusted.ci_metrics.queue_time"),
-        execution_time_s=_optional_seconds(metrics.get("execution_time"), "trusted.ci_metrics.execution_time")
-        if completed else None,
+        # The relay measures both; whichever callback carries one is stored (an in_progress one too).
+        execution_time_s=_optional_seconds(metrics.get("execution_time"), "trusted.ci_metrics.execution_time"),
         tests_passed=passed if completed else None,
         tests_failed=failed if completed else None,
         tests_skipped=skipped if completed else None,
@@ -126,14 +125,25 @@ def coerce_run_attempt(value: Any) -> int:
     return value
 
 
+def _event_type(value: Any) -> str:
+    """Any well-formed event name, stored as given (the relay forwards whatever GitHub event it dispatched on)."""
+    text = _optional_string(value, _C + "event_type", MAX_EVENT_TYPE)
+    if text is None:
+        return "pull_request"
+    if not text.strip() or not text.isprintable():
+        raise ExtractionError(f"{_C}event_type must be printable text, got {text!r}")
+    return text
+
+
 def _upstream(payload: Any, event_type: str) -> tuple[str, int, str, str | None]:
-    """(upstream_repo, pr_number, head_sha, ref) from the upstream webhook payload."""
+    """(upstream_repo, pr_number, head_sha, ref) from the upstream webhook payload: a PR result when the
+    payload carries a pull request (or the event says it must), a trunk result otherwise."""
     payload = {} if payload is None else _object(payload, _P)
     repository = payload.get("repository")
     repository = {} if repository is None else _object(repository, _P + ".repository")
     upstream_repo = _repo(repository.get("full_name"), _P + ".repository.full_name", required=False)
     ref = None
-    if event_type == "pull_request":
+    if event_type == "pull_request" or payload.get("pull_request") is not None:
         pull = _object(payload.get("pull_request"), _P + ".pull_request")
         pr_number = _pr_number(pull.get("number"), _P + ".pull_request.number")
         head = pull.get("head")
@@ -143,9 +153,16 @@ def _upstream(payload: Any, event_type: str) -> tuple[str, int, str, str | None]
         pr_number = 0
         head_sha = _sha(payload.get("after"), _P + ".after")
         ref = _optional_string(payload.get("ref"), _P + ".ref", MAX_REF)
-    else:
+    elif event_type in SELF_REPORTED_EVENTS:
         pr_number = 0
         head_sha = _sha(payload.get("head_sha"), _P + ".head_sha")
+    else:
+        # Another event, as trunk: its commit where GitHub's payloads of that shape carry one.
+        pr_number = 0
+        field = "head_sha" if payload.get("head_sha") is not None else "after"
+        head_sha = _sha(payload.get(field), f"{_P}.{field}")
+        given_ref = payload.get("ref")
+        ref = _optional_string(given_ref, _P + ".ref", MAX_REF) if isinstance(given_ref, str) else None
     return upstream_repo or DEFAULT_UPSTREAM_REPO, pr_number, head_sha, ref
 
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class CiMetrics(BaseModel):
     queue_time: float | None = Field(None, description="seconds, dispatch -> in_progress; in_progress only")
-    execution_time: float | None = Field(None, description="seconds, in_progress -> completed; completed only")
+    execution_time: float | None = Field(None, description="seconds, in_progress -> completed; stored from "
+                                                           "whichever callback carries it")
 
 
 class Trusted(BaseModel):
@@ -48,7 +49,11 @@ class Workflow(BaseModel):
 
 
 class CallbackPayload(BaseModel):
-    event_type: Literal["pull_request", "push", "nightly", "periodic"] = "pull_request"
+    event_type: str = Field(
+        "pull_request", max_length=64,
+        description="the GitHub event the relay dispatched on (pull_request, push, …) or a self-reported nightly / "
+                    "periodic; any printable name is stored as given. A result is a PR result when payload carries "
+                    "a pull_request, a trunk result otherwise")
     delivery_id: str = Field(description="the upstream webhook delivery id (nightly/periodic: the commit SHA)")
     payload: dict[str, Any] = Field(description="the upstream webhook payload; only a few fields are read")
     workflow: Workflow

@@ -84,10 +84,49 @@ def test_conclusion_counts_and_end_time_only_from_completed_callbacks() -> None:
     workflow = _workflow(body)
     workflow.update(conclusion="failure", test_results={"passed": 1, "failed": 1, "skipped": 0},
                     completed_at="2026-11-20T10:04:00Z")
-    body["trusted"]["ci_metrics"]["execution_time"] = 99.0
     record = _extract(body)
     assert (record.conclusion, record.tests_passed, record.tests_total) == (None, None, None)
-    assert (record.completed_at, record.execution_time_s) == (None, None)
+    assert record.completed_at is None
+
+
+def test_an_in_progress_callback_carrying_execution_and_queue_time_stores_both() -> None:
+    body = relay_payload("01_pr_in_progress")
+    body["trusted"]["ci_metrics"] = {"queue_time": 12.5, "execution_time": 99.0}
+    record = _extract(body)
+    assert (record.status, record.queue_time_s, record.execution_time_s) == ("in_progress", 12.5, 99.0)
+
+
+@pytest.mark.parametrize(("event_type", "payload", "expected"), [
+    # Another event whose payload carries a pull request: a PR result, the event stored as given.
+    ("pull_request_target", None, ("pull_request_target", 170001, "3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b")),
+    ("merge_group", None, ("merge_group", 170001, "3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b")),
+    # No pull request: a trunk result, its commit from head_sha or after, its ref kept.
+    ("workflow_dispatch", {"head_sha": "a" * 40, "ref": "refs/heads/main"}, ("workflow_dispatch", 0, "a" * 40)),
+    ("schedule", {"after": "b" * 40}, ("schedule", 0, "b" * 40)),
+    ("release", {"release": {"tag_name": "v2.9.0"}, "ref": {"odd": 1}}, ("release", 0, "")),
+    ("Custom Event 1", {}, ("Custom Event 1", 0, "")),
+])
+def test_any_well_formed_event_type_is_stored_pr_or_trunk_by_the_payload(
+        event_type: str, payload: dict[str, Any] | None, expected: tuple[str, int, str]) -> None:
+    body = relay_payload("01_pr_in_progress")
+    callback = body["untrusted"]["callback_payload"]
+    callback["event_type"] = event_type
+    if payload is not None:
+        callback["payload"] = {"repository": callback["payload"]["repository"], **payload}
+    record = _extract(body)
+    assert (record.event_type, record.pr_number, record.head_sha) == expected
+    assert record.upstream_repo == "pytorch/pytorch"
+    if event_type == "workflow_dispatch":
+        assert record.ref == "refs/heads/main"
+
+
+def test_a_pull_request_event_without_its_pull_request_is_still_refused() -> None:
+    body = relay_payload("01_pr_in_progress")
+    del body["untrusted"]["callback_payload"]["payload"]["pull_request"]
+    assert "payload.pull_request must be a JSON object, got missing" in _refusal(body)
+    body["untrusted"]["callback_payload"]["event_type"] = "merge_group"
+    body["untrusted"]["callback_payload"]["payload"]["head_sha"] = "not hex"
+    assert "payload.head_sha must be a hexadecimal commit SHA" in _refusal(body)
 
 
 @pytest.mark.parametrize(("given", "expected"), [
@@ -230,7 +269,11 @@ WRONG_TYPES: list[tuple[tuple[str, ...], Any, str]] = [
     (("trusted", "ci_metrics", "queue_time"), "42", "trusted.ci_metrics.queue_time must be a number"),
     (("trusted", "ci_metrics", "queue_time"), -1, "trusted.ci_metrics.queue_time must be between"),
     (("trusted", "ci_metrics", "queue_time"), True, "trusted.ci_metrics.queue_time must be a number"),
-    (("untrusted", "callback_payload", "event_type"), "merge_group", "event_type must be one of"),
+    (("untrusted", "callback_payload", "event_type"), "e" * 65, "event_type is longer than 64 characters"),
+    (("untrusted", "callback_payload", "event_type"), "   ", "event_type must be printable text"),
+    (("untrusted", "callback_payload", "event_type"), "push\n", "event_type must be printable text"),
+    (("untrusted", "callback_payload", "event_type"), "pu\u202esh", "event_type must be printable text"),
+    (("untrusted", "callback_payload", "event_type"), "", "event_type must be printable text"),
     (("untrusted", "callback_payload", "event_type"), 1, "event_type must be a string"),
     (("untrusted", "callback_payload", "delivery_id"), {"id": 1}, "delivery_id must be a string"),
     (("untrusted", "callback_payload", "delivery_id"), True, "delivery_id must be a string"),

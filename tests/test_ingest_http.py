@@ -67,6 +67,8 @@ def _normalise(item: dict[str, Any]) -> dict[str, Any]:
         "conclusion": item.get("conclusion") or None,
         "started_at": format_time(started) if hasattr(started, "astimezone") else started,
         "queue_time_s": number(item.get("queue_time_s")), "tests_total": number(item.get("tests_total")),
+        "execution_time_s": number(item.get("execution_time_s")), "event_type": item.get("event_type"),
+        "pr_number": int(item.get("pr_number") or 0), "head_sha": item.get("head_sha"),
         "received_at": format_time(item["received_at"]) if hasattr(item["received_at"], "astimezone")
         else item["received_at"],
     }
@@ -614,3 +616,58 @@ def _readable(sock: socket.socket) -> bool:
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
         return bool(selector.select(timeout=0))
+
+
+# ---- contract leniency (issue #14 §1): what the relay may legitimately send is stored, never refused ----
+
+def _with_event(name: str, event_type: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = relay_payload(name)
+    callback = body["untrusted"]["callback_payload"]
+    callback["event_type"] = event_type
+    if payload is not None:
+        callback["payload"] = {"repository": callback["payload"]["repository"], **payload}
+    return body
+
+
+async def test_any_event_type_is_stored_as_given_pr_or_trunk_by_the_payload(client: httpx.AsyncClient,
+                                                                            harness: Harness) -> None:
+    response = await post(client, _with_event("01_pr_in_progress", "merge_group"))
+    assert response.status_code == 200, response.text
+    state = harness.state()
+    assert state is not None and (state["event_type"], state["pr_number"]) == ("merge_group", 170001)
+    trunk = _with_event("01_pr_in_progress", "workflow_dispatch", {"head_sha": "d" * 40})
+    trunk["untrusted"]["callback_payload"]["delivery_id"] = "dispatch-1"
+    response = await post(client, trunk)
+    assert response.status_code == 200, response.text
+    stored = harness.state(response.json()["dynamoKey"])
+    assert stored is not None and (stored["event_type"], stored["pr_number"], stored["head_sha"]) == (
+        "workflow_dispatch", 0, "d" * 40)
+
+
+async def test_an_in_progress_callback_stores_its_execution_and_queue_time(client: httpx.AsyncClient,
+                                                                           harness: Harness) -> None:
+    body = relay_payload("01_pr_in_progress")
+    body["trusted"]["ci_metrics"] = {"queue_time": 12.5, "execution_time": 30.0}
+    assert (await post(client, body)).status_code == 200
+    state = harness.state()
+    assert state is not None and (state["status"], state["queue_time_s"], state["execution_time_s"]) == (
+        "in_progress", 12.5, 30.0)
+    assert (await post(client, fixture_bytes("02_pr_completed_success"))).status_code == 200
+    state = harness.state()
+    assert state is not None and state["status"] == "completed"
+    assert state["execution_time_s"] == relay_payload("02_pr_completed_success")["trusted"]["ci_metrics"][
+        "execution_time"], "the completed callback's own figure wins"
+
+
+@pytest.mark.parametrize(("event_type", "message"), [
+    ("e" * 65, "event_type is longer than 64 characters"),
+    ("push\u0000", "event_type must be printable text"),
+    (7, "event_type must be a string"),
+])
+async def test_a_broken_event_type_is_still_a_400(client: httpx.AsyncClient, harness: Harness,
+                                                   event_type: Any, message: str) -> None:
+    body = relay_payload("01_pr_in_progress")
+    body["untrusted"]["callback_payload"]["event_type"] = event_type
+    response = await post(client, body)
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert harness.state() is None, "nothing stored"
