@@ -1,4 +1,5 @@
-"""Live HTML pages: the global summary (``/oot``) and a backend's matrix (``/oot/{org}/{repo}``).
+"""Live HTML pages: the global summary (``/oot``), a backend's matrix (``/oot/{org}/{repo}``), the trends
+(``/oot/trends``).
 
 The ``*_html`` functions (query + build + render) are shared with ``publish``, so the live and the static
 pages are the same bytes apart from their links.
@@ -18,6 +19,7 @@ from oot_hud.services import Services
 from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend, render_backend
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from renderers.summary import build_summary, render_summary
+from renderers.trends import DEFAULT_TREND_RANGE, TREND_RANGES, TrendsPage, build_trends, render_trends
 from sql.records import format_time
 from sql.saved import load
 from sql.warehouse import Warehouse, WarehouseError
@@ -36,12 +38,12 @@ def page_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_days(value: str | None) -> int:
+def parse_days(value: str | None, ranges: tuple[int, ...] = RANGES, default: int = DEFAULT_RANGE) -> int:
     if value is None or value == "":
-        return DEFAULT_RANGE
-    if value.strip().isdigit() and int(value) in RANGES:
+        return default
+    if value.strip().isdigit() and int(value) in ranges:
         return int(value)
-    raise BadRange(f"days must be one of {', '.join(map(str, RANGES))} (got {value[:20]!r})")
+    raise BadRange(f"days must be one of {', '.join(map(str, ranges))} (got {value[:20]!r})")
 
 
 def summary_rows(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float) -> list[dict]:
@@ -49,12 +51,19 @@ def summary_rows(warehouse: Warehouse, *, days: int, now: datetime, silence_hour
                                                "silence_hours": silence_hours})
 
 
+def level_rows(warehouse: Warehouse, *, days: int, now: datetime) -> list[dict]:
+    return load("oot_backend_levels").run(warehouse, {"days": days, "now": format_time(now)})
+
+
 def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float, site: Site,
-                 rows: list[dict] | None = None) -> str:
-    """The summary page; ``rows`` (already-fetched ``oot_summary`` rows) spares the query."""
+                 rows: list[dict] | None = None, levels: list[dict] | None = None) -> str:
+    """The summary page; ``rows`` / ``levels`` (already-fetched ``oot_summary`` / ``oot_backend_levels``
+    rows) spare the queries."""
     if rows is None:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
-    return render_summary(build_summary(rows, days=days, now=now, site=site))
+    if levels is None:
+        levels = level_rows(warehouse, days=days, now=now)
+    return render_summary(build_summary(rows, days=days, now=now, site=site, levels=levels))
 
 
 def dashboard_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
@@ -70,6 +79,20 @@ def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, s
         rows = dashboard_rows(warehouse, repo, days=days, now=now)
     page = build_backend(rows, repo=repo, days=days, now=now, site=site, silence_hours=silence_hours)
     return render_backend(page)
+
+
+def daily_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
+    """``oot_daily_pass_rate`` rows of one backend, or of every backend when ``repo`` is ''."""
+    return load("oot_daily_pass_rate").run(warehouse, {"repo": repo, "days": days, "now": format_time(now)})
+
+
+def trends_html(warehouse: Warehouse, *, days: int, now: datetime, site: Site,
+                rows: list[dict] | None = None, link_days: int = DEFAULT_RANGE) -> str:
+    """The trends page; ``link_days``: the range of the backend pages it links to."""
+    if rows is None:
+        rows = daily_rows(warehouse, "", days=days, now=now)
+    backends = build_trends(rows, days=days, now=now, site=site, link_days=link_days)
+    return render_trends(TrendsPage(days=days, generated_at=now, site=site, backends=backends))
 
 
 async def _services(request: Request) -> Services:
@@ -109,6 +132,19 @@ async def summary_page(services: ServicesDep, now: NowDep, days: str | None = No
     try:
         body = await asyncio.to_thread(summary_html, services.warehouse, days=chosen, now=now,
                                        silence_hours=services.settings.silence_hours, site=LIVE)
+    except WarehouseError as exc:
+        return _unavailable(exc)
+    return _html(body)
+
+
+@router.get("/oot/trends", response_class=HTMLResponse, summary="every backend's daily PR and trunk pass rate")
+async def trends_page(services: ServicesDep, now: NowDep, days: str | None = None) -> Response:
+    try:
+        chosen = parse_days(days, TREND_RANGES, DEFAULT_TREND_RANGE)
+    except BadRange as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    try:
+        body = await asyncio.to_thread(trends_html, services.warehouse, days=chosen, now=now, site=LIVE)
     except WarehouseError as exc:
         return _unavailable(exc)
     return _html(body)

@@ -5,6 +5,7 @@ Layout (every link relative, so the site works from any sub-path and from file:/
     index.html                      the summary for the default range
     {days}d/index.html              the summary for each range
     {days}d/{org}/{repo}/index.html each backend, for every range (an empty state when it has no results)
+    trends/{7,30,90}d/index.html    the trends, always all three ranges
 
 While ``oot-hud serve`` holds the embedded data directory, the pages come from that server instead
 (``GET /api/oot/site.tar.gz``), rendered there by the same ``render_site``.
@@ -25,8 +26,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from oot_hud.pages import NowDep, backend_html, dashboard_rows, summary_html, summary_rows
+from oot_hud.pages import (
+    NowDep,
+    backend_html,
+    daily_rows,
+    dashboard_rows,
+    level_rows,
+    summary_html,
+    summary_rows,
+    trends_html,
+)
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from renderers.trends import TREND_RANGES
 from sql.warehouse import Warehouse
 
 log = logging.getLogger("oot_hud.publish")
@@ -64,12 +75,18 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
     backends: dict[str, None] = {}
     for days in ranges:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
+        levels = level_rows(warehouse, days=days, now=now)
         backends.update((str(row["downstream_repo"]), None) for row in rows)
         files[f"{days}d/index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
-                                                    site=site.at(1), rows=rows)
+                                                    site=site.at(1), rows=rows, levels=levels)
         if days == default:
             files["index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
-                                               site=site.at(0), rows=rows)
+                                               site=site.at(0), rows=rows, levels=levels)
+    for days in TREND_RANGES:  # always all three: the trends' range links must resolve
+        rows = daily_rows(warehouse, "", days=days, now=now)
+        backends.update((str(row["backend"]), None) for row in rows)  # so each one's link resolves
+        files[f"trends/{days}d/index.html"] = trends_html(warehouse, days=days, now=now, site=site.at(2),
+                                                          rows=rows, link_days=default)
     repos = [repo for repo in backends if is_repo_name(repo)]
     for repo in backends.keys() - set(repos):
         log.warning("backend name %r cannot be a path; no page published for it", repo[:100])

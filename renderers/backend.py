@@ -72,6 +72,7 @@ class BackendPage:
                                   self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
+            "refresh": not self.site.static,
             "page": self,
         }
 

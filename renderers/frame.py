@@ -59,6 +59,9 @@ class Site:
             return f"{self._root}{days}d/{quote(repo)}/index.html"
         return f"/oot/{quote(repo)}?days={days}"
 
+    def trends(self, days: int) -> str:
+        return f"{self._root}trends/{days}d/index.html" if self.static else f"/oot/trends?days={days}"
+
     def pr(self, upstream_repo: str, number: int) -> str | None:
         """The PR page live; on the static site (which has no PR pages) the PR on GitHub."""
         if not is_repo_name(upstream_repo) or number <= 0:

@@ -1,4 +1,8 @@
-"""The global summary page's input: ``oot_summary`` rows -> ``SummaryPage`` (pure; pass rates via policy)."""
+"""The global summary page's input: ``oot_summary`` rows -> ``SummaryPage`` (pure; pass rates via policy).
+
+Backends are grouped by level, L4 (gates merges) first, each group worst PR pass rate first. The PR columns
+count pull-request jobs only; the trunk (push, nightly, periodic) has its own pass rate beside them.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,24 @@ from renderers.frame import Crumb, Site, range_label, range_links
 from renderers.html import render_page
 from renderers.policy import pass_rate
 
+# The summary's sections, in order: (level, heading, what the level means).
+LEVEL_SECTIONS = (
+    ("L4", "L4: gates merges", "A failed L4 job turns the PR's check run red."),
+    ("L3", "L3: stable, never blocks", "Shown on the PR; runs when the PR carries the backend's label."),
+    ("L2", "L2: observation", "Shown here and collapsed on the PR."),
+)
+OTHER_LEVELS = ("other", "Other levels", "The relay reported a level this page does not know.")
+ONBOARDING_LEVEL = "L1"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackendSummary:
-    """One backend's row: counts are jobs at their final attempt in the range (L1 never appears)."""
+    """One backend's row. Counts are PR jobs at their final attempt in the range; trunk_* the trunk's."""
 
     repo: str
     href: str | None  # its matrix page; None for a name that cannot be a repository
     level: str
-    rate: float | None
+    rate: float | None  # PR pass rate
     successes: int
     failures: int
     timed_out: int
@@ -28,12 +41,29 @@ class BackendSummary:
     no_report: int
     flaky: int
     total: int
-    avg_duration_s: float | None
-    last_run: datetime | None
+    avg_duration_s: float | None  # PR and trunk jobs
+    last_run: datetime | None  # newest result of any kind
     trunk_rate: float | None
     trunk_judged: int
-    series: tuple[float | None, ...]  # pass rate per day, oldest first (None: nothing completed that day)
+    series: tuple[float | None, ...]  # PR pass rate per day, oldest first (None: nothing judged that day)
     series_days: tuple[date, ...]
+
+    @property
+    def judged(self) -> int:
+        return self.successes + self.failures + self.timed_out
+
+    def order(self) -> tuple[Any, ...]:
+        """Worst first: lowest PR pass rate, then lowest trunk pass rate, then most failures; unrated last."""
+        return (self.rate is None, self.rate or 0.0, self.trunk_rate is None, self.trunk_rate or 0.0,
+                -(self.failures + self.timed_out), self.repo.lower())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LevelSection:
+    level: str
+    heading: str
+    meaning: str
+    backends: tuple[BackendSummary, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,7 +71,10 @@ class SummaryPage:
     days: int
     generated_at: datetime
     site: Site
-    backends: tuple[BackendSummary, ...]  # worst pass rate first, as the query sorts them
+    backends: tuple[BackendSummary, ...]  # every shown backend, in the sections' order
+    sections: tuple[LevelSection, ...]  # L4, L3, L2 (then other levels), only those with a backend
+    onboarding: tuple[str, ...]  # L1 backends, by name only
+    level_counts: tuple[tuple[str, int], ...]  # backends per level, L4 first (L1 included)
 
     def context(self) -> dict[str, Any]:
         return {
@@ -50,6 +83,7 @@ class SummaryPage:
             "ranges": range_links(self.days, self.site.summary, self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
+            "refresh": not self.site.static,
             "page": self,
         }
 
@@ -58,31 +92,57 @@ def render_summary(page: SummaryPage) -> str:
     return render_page("summary.html", **page.context())
 
 
-def build_summary(rows: Iterable[Mapping[str, Any]], *, days: int, now: datetime, site: Site) -> SummaryPage:
-    """Turn ``oot_summary`` rows into the page (order kept: the query sorts worst first)."""
+def build_summary(rows: Iterable[Mapping[str, Any]], *, days: int, now: datetime, site: Site,
+                  levels: Iterable[Mapping[str, Any]] = ()) -> SummaryPage:
+    """Turn ``oot_summary`` rows (and ``oot_backend_levels`` rows, for L1 names and the counts) into the page."""
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     first_day = (now - timedelta(days=days)).astimezone(UTC).date()
     day_list = tuple(first_day + timedelta(days=i) for i in range((now.astimezone(UTC).date() - first_day).days + 1))
-    backends = tuple(_backend(row, days=days, day_list=day_list, site=site) for row in rows)
-    return SummaryPage(days=days, generated_at=now, site=site, backends=backends)
+    shown = [_backend(row, days=days, day_list=day_list, site=site) for row in rows]
+    sections = []
+    known = {level for level, _, _ in LEVEL_SECTIONS}
+    for level, heading, meaning in (*LEVEL_SECTIONS, OTHER_LEVELS):
+        members = sorted((b for b in shown if (b.level if b.level in known else "other") == level),
+                         key=BackendSummary.order)
+        if members:
+            sections.append(LevelSection(level, heading, meaning, tuple(members)))
+    level_of = {b.repo: b.level for b in shown}
+    for row in levels:  # the newest level of every backend in the range, L1 included
+        level_of.setdefault(str(row["downstream_repo"]), str(row.get("level") or ""))
+    onboarding = tuple(sorted((repo for repo, level in level_of.items() if level == ONBOARDING_LEVEL), key=str.lower))
+    counts = {}
+    for level in level_of.values():
+        counts[level] = counts.get(level, 0) + 1
+    order = [level for level, _, _ in LEVEL_SECTIONS] + [ONBOARDING_LEVEL]
+    level_counts = tuple((level, counts[level]) for level in order if level in counts)
+    level_counts += tuple(sorted((level or "?", n) for level, n in counts.items() if level not in order))
+    return SummaryPage(days=days, generated_at=now, site=site,
+                       backends=tuple(b for section in sections for b in section.backends),
+                       sections=tuple(sections), onboarding=onboarding, level_counts=level_counts)
 
 
 def _backend(row: Mapping[str, Any], *, days: int, day_list: tuple[date, ...], site: Site) -> BackendSummary:
-    successes, failures, timed_out = int(row["successes"]), int(row["failures"]), int(row["timed_out"])
+    def pr_only(column: str) -> int:
+        return int(row[column]) - int(row.get(f"trunk_{column}") or 0)
+
+    successes, failures, timed_out = pr_only("successes"), pr_only("failures"), pr_only("timed_out")
     per_day = {
         _as_date(day): pass_rate(int(ok), int(judged) - int(ok), 0)
-        for day, ok, judged in zip(row["series_days"], row["series_successes"], row["series_judged"], strict=True)
+        for day, ok, judged in zip(row["pr_series_days"], row["pr_series_successes"], row["pr_series_judged"],
+                                   strict=True)
     }
     trunk_ok, trunk_failed = int(row["trunk_successes"]), int(row["trunk_failures"])
     trunk_timed_out = int(row["trunk_timed_out"])
+    trunk_total = sum(int(row.get(f"trunk_{c}") or 0) for c in ("successes", "failures", "timed_out", "cancelled",
+                                                                   "running", "no_report"))
     repo = str(row["downstream_repo"])
     last_run = row.get("last_run")
     return BackendSummary(
         repo=repo, href=site.backend(repo, days), level=str(row.get("level") or ""),
         rate=pass_rate(successes, failures, timed_out),
-        successes=successes, failures=failures, timed_out=timed_out, cancelled=int(row["cancelled"]),
-        running=int(row["running"]), no_report=int(row["no_report"]), flaky=int(row["flaky"]),
-        total=int(row["total"]),
+        successes=successes, failures=failures, timed_out=timed_out, cancelled=pr_only("cancelled"),
+        running=pr_only("running"), no_report=pr_only("no_report"),
+        flaky=int(row["flaky"]) - int(row.get("trunk_flaky") or 0), total=int(row["total"]) - trunk_total,
         avg_duration_s=None if row.get("avg_duration_s") is None else float(row["avg_duration_s"]),
         last_run=_as_utc(last_run) if isinstance(last_run, datetime) else None,
         trunk_rate=pass_rate(trunk_ok, trunk_failed, trunk_timed_out),

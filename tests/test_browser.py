@@ -128,6 +128,21 @@ def test_live_pages(browser: Any, site: str, device: str) -> None:
         page.wait_for_url("**/oot/acme-accel/torch-acme?days=30")
         page.get_by_role("link", name="OOT backends").click()
         page.wait_for_url("**/oot")
+
+        # the trends: an SVG that fits the viewport, a hover title per point, the numbers one click away
+        page.get_by_role("link", name="90 days").click()
+        page.wait_for_url("**/oot/trends?days=90")
+        no_horizontal_overflow(page)
+        acme = page.locator('[data-trend="acme-accel/torch-acme"]')
+        chart = acme.locator("svg.trend").bounding_box()
+        assert chart and 0 < chart["width"] <= width and chart["height"] > 0.25 * chart["width"]
+        assert acme.locator("svg.trend polyline.pr").count() >= 1  # a week of daily PR history
+        assert "· PR: " in acme.locator("svg.trend circle.pr title").first.text_content()
+        table = acme.locator("table.trend-table")
+        assert not table.is_visible()
+        acme.locator("details.numbers summary").click()
+        assert table.is_visible() and table.locator("tbody tr").count() >= 7
+        shot(page, f"trends-{device}")
         page.goto(f"{site}/oot/long-{'n' * 90}/backend-{'m' * 90}")
         no_horizontal_overflow(page)
         shot(page, f"backend-long-names-{device}")

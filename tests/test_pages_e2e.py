@@ -3,6 +3,7 @@ live pages and the query API are read back through the same app (httpx ASGITrans
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -81,12 +82,23 @@ async def test_summary_page_after_ingest(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     rows = table_rows(response.text, "summary")
     names = [str(r["attrs"]["data-backend"]) for r in rows]  # type: ignore[index]
-    # worst first: contoso 0 % (its leg timed out), acme 50 %, riscv without a pass rate (cancelled only)
-    assert names == ["contoso/pytorch-npu", "acme-accel/torch-acme", "riscv-lab/pytorch-ci"]
-    assert [r["bands"] for r in rows] == [["red"], ["red", "red"], ["grey"]]
-    acme = " ".join(str(rows[1]["text"]).split())
-    assert "50.0 %" in acme and "L4" in acme
+    # by level, L4 first: acme (L4: PR 100 %, its trunk runs failed: 0 %), contoso (L3: 0 %, its leg timed
+    # out), riscv (L2: no pass rate, cancelled only)
+    assert names == ["acme-accel/torch-acme", "contoso/pytorch-npu", "riscv-lab/pytorch-ci"]
+    assert [r["bands"] for r in rows] == [["green", "red"], ["red"], ["grey"]]
+    acme = " ".join(str(rows[0]["text"]).split())
+    # PR pass rate, its sparkline's title, passed 2, failed 0, timed out 0, cancelled 0, running 1, no report 0,
+    # flaky 1, PR jobs 3, then the trunk's own rate (its push and nightly runs failed)
+    assert acme.startswith("acme-accel/torch-acme 100.0 % PR pass rate per day: ")
+    assert "100% 2 0 0 0 1 0 1 3 0.0 % " in acme
+    positions = [response.text.index(f'<section id="level-{level}">') for level in ("L4", "L3", "L2")]
+    assert positions == sorted(positions) and "L4: gates merges" in response.text
     assert "<svg" in response.text and 'href="/oot/acme-accel/torch-acme?days=7"' in response.text
+    assert '<meta http-equiv="refresh" content="60">' in response.text  # live pages reload; no script
+    assert "<script" not in response.text and 'href="/oot/trends?days=90"' in response.text
+    counts = response.text.split('data-counts="levels">')[1].split("</p>")[0]
+    assert [c.split("</span>")[1].strip(" ·") for c in counts.split('<span class="chip chip-level')[1:]] == [
+        "1", "1", "1"]
 
 
 async def test_backend_matrix_after_ingest(client: httpx.AsyncClient) -> None:
@@ -133,4 +145,22 @@ async def test_query_api_serves_the_same_facts(client: httpx.AsyncClient) -> Non
     rows = {row["downstream_repo"]: row for row in response.json()}
     acme = rows["acme-accel/torch-acme"]
     assert (acme["successes"], acme["failures"], acme["running"], acme["flaky"], acme["total"]) == (2, 2, 1, 1, 5)
-    assert acme["last_run"].endswith("Z") and isinstance(acme["series_days"][0], str)
+    assert acme["last_run"].endswith("Z") and isinstance(acme["pr_series_days"][0], str)
+
+
+async def test_trends_page_after_ingest(client: httpx.AsyncClient) -> None:
+    response = await client.get("/oot/trends", params={"days": "90"})
+    assert response.status_code == 200 and response.headers["content-security-policy"].startswith("default-src")
+    html = response.text
+    assert re.findall(r'data-trend="([^"]+)"', html) == [
+        "acme-accel/torch-acme", "contoso/pytorch-npu", "riscv-lab/pytorch-ci"]  # L4, L3, L2
+    acme = html.split('data-trend="acme-accel/torch-acme"')[1].split('data-trend="')[0]
+    # acme: its PR jobs passed (100 %), its push and nightly runs failed (trunk 0 %)
+    assert '<circle class="pr"' in acme and '<circle class="trunk"' in acme
+    assert "PR: 100.0 % (2 passed, 0 failed, 0 timed out of 3 jobs)" in acme
+    assert "trunk: 0.0 % (0 passed, 2 failed, 0 timed out of 2 jobs)" in acme
+    assert 'href="/oot/acme-accel/torch-acme?days=7"' in acme
+    assert (await client.get("/oot/trends")).status_code == 200  # 30 days by default
+    for bad in ("1", "365", "x"):
+        refused = await client.get("/oot/trends", params={"days": bad})
+        assert refused.status_code == 400 and "days must be one of 7, 30, 90" in refused.text

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from oot_hud.pages import summary_rows
+from oot_hud.pages import level_rows, summary_rows
 from renderers.backend import BackendPage, build_backend
 from renderers.frame import Site
 from renderers.policy import Verdict
@@ -86,6 +86,13 @@ def test_l1_is_never_displayed(warehouse: Warehouse) -> None:
     assert set(summary(warehouse)) == {ACME}
     assert summary(warehouse)[ACME].level == "L2"
     assert backend(warehouse, "new/onboarding").prs.rows == ()
+    # ... but the summary lists it by name, and counts it
+    levels = level_rows(warehouse, days=7, now=NOW)
+    assert [(r["downstream_repo"], r["level"]) for r in levels] == [(ACME, "L2"), ("new/onboarding", "L1")]
+    page = build_summary(summary_rows(warehouse, days=7, now=NOW, silence_hours=6), days=7, now=NOW,
+                         site=Site(), levels=levels)
+    assert page.onboarding == ("new/onboarding",) and page.level_counts == (("L2", 1), ("L1", 1))
+    assert [s.level for s in page.sections] == ["L2"]
 
 
 def test_trunk_baseline_is_its_own_section(warehouse: Warehouse) -> None:
@@ -155,12 +162,51 @@ def test_summary_sql_agrees_with_the_pr_view_policies(warehouse: Warehouse) -> N
     sums = summary(warehouse)
     for name in ("a/one", "b/two"):
         page = backend(warehouse, name)
-        counts: VerdictCounts = page.prs.counts + page.trunk.counts
+        counts: VerdictCounts = page.prs.counts  # the summary's columns count PR jobs; the trunk has its rate
         s = sums[name]
         assert (s.successes, s.failures, s.timed_out, s.cancelled, s.running, s.no_report, s.flaky) == (
             counts.success, counts.failure, counts.timed_out, counts.cancelled, counts.running, counts.no_report,
             counts.flaky), name
         assert s.total == counts.total
+        trunk = page.trunk.counts
+        assert (s.trunk_judged, s.trunk_rate) == (trunk.success + trunk.failed, page.trunk.rate), name
+        counts = counts + trunk
         # the history exercises every policy (else this comparison would prove little)
         assert min(counts.flaky, counts.no_report, counts.running, counts.failure, counts.timed_out) > 0
         assert page.trunk.rows and any(r.superseded for r in page.prs.rows)
+
+
+def test_daily_pass_rate_agrees_with_the_summary(warehouse: Warehouse) -> None:
+    """oot_daily_pass_rate applies the summary's final-attempt rules: per backend, its PR days add up to the
+    summary's PR columns and its trunk days to the trunk's, day by day to the summary's PR series."""
+    records = []
+    rng = random.Random(12)
+    for pr in range(0, 16):
+        for backend_name in ("a/one", "b/two"):
+            for job in ("x", "y"):
+                for attempt in range(1, rng.randint(1, 2) + 1):
+                    for leg in ("", "L2")[: rng.randint(1, 2)]:
+                        records.append(record(
+                            backend=backend_name, pr=pr % 5, sha=f"{pr:040d}", job=job, attempt=attempt, leg=leg,
+                            status=rng.choice(["completed"] * 5 + ["in_progress"]),
+                            conclusion=rng.choice(["success", "failure", "timed_out", "cancelled", "skipped"]),
+                            received=NOW - timedelta(hours=rng.randint(1, 150))))
+    insert(warehouse, *records, record(backend="new/l1", level="L1"))
+    sums = summary(warehouse)
+    rows = load("oot_daily_pass_rate").run(warehouse, {"repo": "", "days": 7, "now": format_time(NOW)})
+    assert {r["backend"] for r in rows} == {"a/one", "b/two"}  # L1 never shown
+    for name, s in sums.items():
+        mine = [r for r in rows if r["backend"] == name]
+        pr = [r for r in mine if r["kind"] == "pr"]
+        trunk = [r for r in mine if r["kind"] == "trunk"]
+        assert (sum(r["passed"] for r in pr), sum(r["failed"] for r in pr), sum(r["timed_out"] for r in pr),
+                sum(r["cancelled"] for r in pr), sum(r["total"] for r in pr)) == (
+            s.successes, s.failures, s.timed_out, s.cancelled, s.total), name
+        assert sum(r["passed"] + r["failed"] + r["timed_out"] for r in trunk) == s.trunk_judged > 0
+        series = dict(zip(s.series_days, s.series, strict=True))
+        for r in pr:
+            judged = r["passed"] + r["failed"] + r["timed_out"]
+            assert series[r["day"]] == (r["passed"] / judged if judged else None), (name, r["day"])
+        assert len({r["day"] for r in pr}) > 3 and {r["level"] for r in mine} == {"L4"}
+    one = load("oot_daily_pass_rate").run(warehouse, {"repo": "a/one", "days": 7, "now": format_time(NOW)})
+    assert one == [r for r in rows if r["backend"] == "a/one"]

@@ -33,7 +33,9 @@ async def test_rows_as_json(api: httpx.AsyncClient) -> None:
     assert acme["downstream_repo"] == "acme/torch-acme"
     assert (acme["successes"], acme["failures"], acme["total"]) == (2, 1, 3)
     assert acme["last_run"] == "2026-11-20T13:00:00.000Z"
-    assert acme["series_days"] == ["2026-11-18", "2026-11-20"]
+    # the per-day series counts PR jobs only: the trunk run of 11-18 is in trunk_*, not in the series
+    assert acme["pr_series_days"] == ["2026-11-20"] and acme["pr_series_judged"] == [2]
+    assert (acme["trunk_successes"], acme["trunk_failures"], acme["trunk_cancelled"]) == (1, 0, 0)
 
 
 async def test_pr_query_through_the_api(api: httpx.AsyncClient) -> None:

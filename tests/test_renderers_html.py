@@ -4,6 +4,7 @@ properties: escaping, https-only links, bidi controls dropped, huge names cut, c
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +16,7 @@ from renderers.backend import build_backend, render_backend
 from renderers.frame import Site
 from renderers.html import bidi, is_https, link, sparkline
 from renderers.summary import build_summary, render_summary
+from renderers.trends import TrendsPage, build_trends, render_trends
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
@@ -27,8 +29,9 @@ def summary_row(repo: str, **over: Any) -> dict[str, Any]:
     base = {"downstream_repo": repo, "level": "L4", "successes": 18, "failures": 2, "timed_out": 0,
             "cancelled": 1, "running": 1, "no_report": 0, "flaky": 1, "total": 22, "avg_duration_s": 2460.0,
             "last_run": datetime(2026, 11, 20, 13, 0), "trunk_successes": 3, "trunk_failures": 1,
-            "trunk_timed_out": 0, "series_days": [date(2026, 11, 18), date(2026, 11, 20)],
-            "series_successes": [8, 10], "series_judged": [9, 11]}
+            "trunk_timed_out": 0, "trunk_cancelled": 0, "trunk_running": 0, "trunk_no_report": 0,
+            "trunk_flaky": 0, "pr_series_days": [date(2026, 11, 18), date(2026, 11, 20)],
+            "pr_series_successes": [8, 10], "pr_series_judged": [9, 11]}
     base.update(over)
     return base
 
@@ -113,7 +116,7 @@ def test_golden_summary() -> None:
     rows = [summary_row("acme/torch-acme", successes=5, failures=5),
             summary_row("contoso/pytorch-npu", level="L3"),
             summary_row("riscv-lab/pytorch-ci", level="L2", successes=0, failures=0, timed_out=0,
-                        cancelled=1, series_days=[], series_successes=[], series_judged=[],
+                        cancelled=1, pr_series_days=[], pr_series_successes=[], pr_series_judged=[],
                         trunk_successes=0, trunk_failures=0, last_run=None, avg_duration_s=None)]
     check_golden("summary.html", summary_page(rows))
 
@@ -154,9 +157,10 @@ def _chips(html: str) -> list[dict[str, str]]:
 def test_pass_rate_chip_bands(rate: float | None, band: str) -> None:
     judged = 1000
     ok = 0 if rate is None else round(rate * judged)
-    row = summary_row("a/b", successes=ok, failures=0 if rate is None else judged - ok, timed_out=0)
+    row = summary_row("a/b", successes=ok, failures=0 if rate is None else judged - ok, timed_out=0,
+                      trunk_successes=0, trunk_failures=0)
     html = summary_page([row])
-    assert f'data-band="{band}"' in html.split("<tbody>")[1].split("</td>", 3)[2]
+    assert f'data-band="{band}"' in html.split('<td data-rate="pr">')[1].split("</td>")[0]
 
 
 def test_hostile_strings_are_inert() -> None:
@@ -244,3 +248,74 @@ def test_renderer_modules_import_each_other_without_cycles() -> None:
 
     assert graph["frame"] == set() and "html" in graph["backend"]
     assert not [name for name in graph if reaches(name, name, set())]
+
+
+def daily_row(day: date, kind: str = "pr", backend: str = "acme/torch-acme", **over: Any) -> dict[str, Any]:
+    base = {"day": day, "backend": backend, "level": "L4", "kind": kind, "passed": 9, "failed": 1,
+            "timed_out": 0, "cancelled": 2, "total": 12}
+    base.update(over)
+    return base
+
+
+def trends_page(rows: list[dict[str, Any]], days: int = 7, site: Site | None = None) -> str:
+    site = site or Site()
+    return render_trends(TrendsPage(days=days, generated_at=NOW, site=site,
+                                    backends=build_trends(rows, days=days, now=NOW, site=site)))
+
+
+def test_trend_chart_gaps_axes_and_numbers() -> None:
+    """A day without data splits the line (a gap, never a zero); both axes are labelled; every point has a
+    <title> with its numbers, and the same numbers are in the table one click away (<details>)."""
+    day = NOW.date()
+    rows = [daily_row(day - timedelta(days=6)), daily_row(day - timedelta(days=5), passed=5, failed=5),
+            daily_row(day - timedelta(days=2), passed=1, failed=0, timed_out=1, total=2), daily_row(day),
+            daily_row(day - timedelta(days=1), kind="trunk", passed=0, failed=3, total=3),
+            daily_row(day - timedelta(days=3), passed=0, failed=0, timed_out=0, cancelled=4, total=4),
+            daily_row(day, backend="zeta/l2", level="L2"), daily_row(day, backend="beta/l3", level="L3")]
+    html = trends_page(rows)
+    block = html.split('data-trend="acme/torch-acme"')[1].split('data-trend="')[0]
+    svg = block.split("<svg")[1].split("</svg>")[0]
+    # PR: days -6,-5 | gap (-4, and -3 has only cancelled jobs: nothing judged) | -2 | gap (-1) | 0
+    assert svg.count('<polyline class="pr"') == 1 and svg.count('<circle class="pr"') == 4
+    assert svg.count('<circle class="trunk"') == 1 and '<polyline class="trunk"' not in svg
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert {"0 %", "50 %", "100 %", "pass rate", "day (UTC)", "Nov 13", "Nov 20"} <= set(texts)
+    assert f"<title>{(day - timedelta(days=5)).isoformat()} · PR: 50.0 % (5 passed, 5 failed, 0 timed out of " \
+           "12 jobs)</title>" in svg
+    table = block.split("<details")[1].split("</details>")[0]
+    days_in_table = re.findall(r'<tr data-day="([0-9-]+)">', table)
+    assert days_in_table == [(day - timedelta(days=n)).isoformat() for n in (0, 1, 2, 3, 5, 6)]  # newest first
+    assert "50.0 %" in table and "5 / 5 / 0 / 12" in table
+    # L4 first, then L3, then L2; each block anchored for links from its backend page
+    assert [m for m in re.findall(r'data-trend="([^"]+)"', html)] == ["acme/torch-acme", "beta/l3", "zeta/l2"]
+    assert 'id="b-acme--torch-acme"' in html and "<script" not in html
+    assert '<meta http-equiv="refresh" content="60">' in html
+    static = trends_page(rows, site=Site(static=True, depth=2))
+    assert 'http-equiv="refresh"' not in static and 'href="../../7d/acme/torch-acme/index.html"' in static
+    assert 'href="../../trends/90d/index.html"' in static  # the range switcher: 7, 30, 90 days
+
+
+def test_trends_hostile_backend_name_is_inert() -> None:
+    name = f"<img src=x onerror=alert(1)>{RLO}/x"
+    html = trends_page([daily_row(NOW.date(), backend=name)])
+    doc = parse(html)
+    assert "img" not in doc.tags and RLO not in html and "script" not in doc.tags
+    assert not any("onerror" in href for href in doc.hrefs) and 'id="b-' not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_summary_sections_by_level_worst_first() -> None:
+    rows = [summary_row("b/l2-good", level="L2"), summary_row("a/l4-good"),
+            summary_row("c/l4-bad", successes=3, failures=3), summary_row("d/l3", level="L3"),
+            summary_row("e/odd", level="L9"), summary_row("f/l4-unrated", successes=3, failures=0, timed_out=0,
+                                                         trunk_successes=3, trunk_failures=0)]
+    levels = [{"downstream_repo": "z/onboarding", "level": "L1"}, {"downstream_repo": "y/onboarding", "level": "L1"}]
+    page = build_summary(rows, days=7, now=NOW, site=Site(), levels=levels)
+    assert [(s.level, [b.repo for b in s.backends]) for s in page.sections] == [
+        ("L4", ["c/l4-bad", "a/l4-good", "f/l4-unrated"]), ("L3", ["d/l3"]), ("L2", ["b/l2-good"]),
+        ("other", ["e/odd"])]
+    assert page.onboarding == ("y/onboarding", "z/onboarding")
+    assert page.level_counts == (("L4", 3), ("L3", 1), ("L2", 1), ("L1", 2), ("L9", 1))
+    html = render_summary(page)
+    l1 = html.split('<ul class="names" data-level="L1">')[1].split("</ul>")[0]
+    assert parse(l1).tags == ["li", "bdi", "li", "bdi"] and not parse(l1).hrefs  # by name only, no link

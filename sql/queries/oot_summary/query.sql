@@ -6,7 +6,8 @@
 -- (failure / timed_out) and the final attempt passed; silence = in_progress and started (else first
 -- received) more than {silence_hours} before now -> no report. Counts are jobs at final attempts; the
 -- pass rate is computed by the renderer (policy.pass_rate) from successes / failures / timed_out, and the
--- ORDER BY uses the same ratio. Trunk (pr_number 0) is also counted apart. {now} is an ISO-8601 instant,
+-- ORDER BY uses the same ratio. The counts cover PR and trunk jobs; trunk (pr_number 0) is also counted apart
+-- (trunk_*), so PR-only figures are the difference; the per-day series (pr_series_*) counts PR jobs only. {now} is an ISO-8601 instant,
 -- or '' for the server's clock. The window uses the server's receive time (downstream clocks are
 -- untrusted); the per-day series buckets each job by its last receipt.
 -- Verdicts are ranked by severity (pr_view.VERDICT_SEVERITY): 6 failure, 5 timed_out, 4 cancelled,
@@ -56,7 +57,9 @@ WITH
             countIf(sev = 1 AND any_failed_leg) AS flaky,
             sumIf(duration, duration >= 0) AS dur_sum, countIf(duration >= 0) AS dur_n,
             countIf(trunk AND sev = 1) AS trunk_s, countIf(trunk AND sev = 6) AS trunk_f,
-            countIf(trunk AND sev = 5) AS trunk_t,
+            countIf(trunk AND sev = 5) AS trunk_t, countIf(trunk AND sev = 4) AS trunk_c,
+            countIf(trunk AND sev = 2) AS trunk_r, countIf(trunk AND sev = 3) AS trunk_nr,
+            countIf(trunk AND sev = 1 AND any_failed_leg) AS trunk_flaky,
             max(job_at) AS day_at
         FROM jobs
         GROUP BY backend, day
@@ -85,9 +88,16 @@ SELECT
     sum(trunk_s) AS trunk_successes,
     sum(trunk_f) AS trunk_failures,
     sum(trunk_t) AS trunk_timed_out,
-    arraySort(groupArrayIf(day, s + f + t > 0)) AS series_days,
-    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s), s + f + t > 0))) AS series_successes,
-    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s + f + t), s + f + t > 0))) AS series_judged
+    sum(trunk_c) AS trunk_cancelled,
+    sum(trunk_r) AS trunk_running,
+    sum(trunk_nr) AS trunk_no_report,
+    sum(trunk_flaky) AS trunk_flaky,
+    -- the per-day series of PR jobs only (the trunk has its own rate beside it)
+    arraySort(groupArrayIf(day, s + f + t > trunk_s + trunk_f + trunk_t)) AS pr_series_days,
+    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s - trunk_s), s + f + t > trunk_s + trunk_f + trunk_t)))
+        AS pr_series_successes,
+    arrayMap(x -> x.2, arraySort(groupArrayIf((day, s + f + t - trunk_s - trunk_f - trunk_t),
+                                              s + f + t > trunk_s + trunk_f + trunk_t))) AS pr_series_judged
 FROM daily
 LEFT JOIN backends AS b ON b.id = daily.backend
 GROUP BY backend
