@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from renderers.policy import BLOCKING_LEVEL, FAILED_VERDICTS, LEVELS_SHOWN_ON_PR, Verdict, verdict
-from sql.records import parse_time
+from policy.pr_rows import EPOCH, LEVEL_ORDER, backend_levels, cached_verdict, row_recency, row_time
+from policy.verdicts import BLOCKING_LEVEL, FAILED_VERDICTS, Verdict
 
 # Worst first: a job's verdict across its matrix legs is its worst leg's, a backend's is its worst job's.
 VERDICT_SEVERITY: dict[Verdict, int] = {
     Verdict.FAILURE: 6, Verdict.TIMED_OUT: 5, Verdict.CANCELLED: 4,
     Verdict.NO_REPORT: 3, Verdict.RUNNING: 2, Verdict.SUCCESS: 1,
 }
-LEVEL_ORDER = {level: index for index, level in enumerate(LEVELS_SHOWN_ON_PR)}  # L4 first
 HEAD_FROM_WEBHOOK = "webhook"
 HEAD_FROM_NEWEST_RESULT = "newest_result"
 
@@ -157,7 +155,7 @@ class BackendResult:
     @property
     def run_url(self) -> str:
         """The newest job's run URL (untrusted)."""
-        newest = max(self.jobs, key=lambda job: (job.started_at or _EPOCH, job.run_url != ""), default=None)
+        newest = max(self.jobs, key=lambda job: (job.started_at or EPOCH, job.run_url != ""), default=None)
         return "" if newest is None else newest.run_url
 
     @property
@@ -248,20 +246,20 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
 
     # Hot path (the bot renders on every change; the backend matrix builds ~400 views a page): each row's
     # recency is computed once and serves the newest SHA, the backends' levels and the superseded order.
-    recency = [_row_recency(row) for row in rows]
+    recency = [row_recency(row) for row in rows]
     if rows and not head_sha:
         head_sha = str(rows[max(range(len(rows)), key=recency.__getitem__)]["head_sha"])
-    levels = _backend_levels(rows, recency)
+    levels = backend_levels(rows, recency)
     by_sha: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     sha_recency: dict[str, tuple[datetime, datetime]] = {}
-    for row, row_recency in zip(rows, recency, strict=True):
+    for row, recent in zip(rows, recency, strict=True):
         repo = str(row["downstream_repo"])
         if levels[repo] not in LEVEL_ORDER:
             continue  # L1 (onboarding) and unknown levels are stored, never displayed
         sha = str(row["head_sha"])
         by_sha.setdefault(sha, {}).setdefault(repo, []).append(row)
-        if sha not in sha_recency or row_recency > sha_recency[sha]:
-            sha_recency[sha] = row_recency
+        if sha not in sha_recency or recent > sha_recency[sha]:
+            sha_recency[sha] = recent
 
     def backends_of(sha: str) -> tuple[BackendResult, ...]:
         found = [
@@ -280,54 +278,12 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
     )
 
 
-def backends_needing_trunk(rows: Iterable[Mapping[str, Any]]) -> set[str]:
-    """The backends whose "also failing on trunk" flags ``build_pr_view`` reads: shown ones (by level) with a
-    job, at some head SHA, whose final attempt has a failed or timed-out leg (a job's verdict is its worst
-    final leg's, and those are the worst). The view is the same whatever flags other rows carry, so the PR
-    path (``sql.pr_results.fetch_pr_rows``) looks the trunk up for these backends only."""
-    rows = list(rows)
-    levels = _backend_levels(rows, [_row_recency(row) for row in rows])
-    final: dict[tuple[str, str, str, str], tuple[int, bool]] = {}  # job -> (final attempt, a final leg failed)
-    for row in rows:
-        repo = str(row["downstream_repo"])
-        if levels[repo] not in LEVEL_ORDER:
-            continue
-        job = (str(row["head_sha"]), repo, str(row["workflow_name"]), str(row["job_name"]))
-        attempt = int(row.get("run_attempt") or 1)
-        # A completed leg is never silent; silence only turns a leg in progress into "no report".
-        failed = _verdict(str(row["status"]), _text(row.get("conclusion")), False) in FAILED_VERDICTS
-        best = final.get(job, (0, False))
-        if attempt > best[0]:
-            final[job] = (attempt, failed)
-        elif attempt == best[0] and failed:
-            final[job] = (attempt, True)
-    return {job[1] for job, (_, failed) in final.items() if failed}
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _backend_order(backend: BackendResult) -> tuple[int, int, str]:
     return (LEVEL_ORDER[backend.level], -VERDICT_SEVERITY[backend.verdict], backend.downstream_repo.lower())
 
 
 def _job_order(job: JobResult) -> tuple[int, str, str]:
     return (-VERDICT_SEVERITY[job.verdict], job.workflow.lower(), job.job.lower())
-
-
-def _row_recency(row: Mapping[str, Any]) -> tuple[datetime, datetime]:
-    return (_time(row.get("first_received_at")) or _EPOCH, _time(row.get("received_at")) or _EPOCH)
-
-
-def _backend_levels(rows: list[Mapping[str, Any]], recency: list[tuple[datetime, datetime]]) -> dict[str, str]:
-    """A backend's level is the one on its newest record (levels change as a backend matures)."""
-    newest: dict[str, tuple[tuple[datetime, datetime], Mapping[str, Any]]] = {}
-    for row, row_recency in zip(rows, recency, strict=True):
-        repo = str(row["downstream_repo"])
-        best = newest.get(repo)
-        if best is None or row_recency > best[0]:
-            newest[repo] = (row_recency, row)
-    return {repo: str(row.get("downstream_level") or "") for repo, (_, row) in newest.items()}
 
 
 def _jobs(rows: list[Mapping[str, Any]], *, now: datetime, silence: timedelta) -> tuple[JobResult, ...]:
@@ -352,7 +308,7 @@ def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetim
     else:
         final_rows = [row for row, attempt in zip(rows, attempts, strict=True) if attempt == final_attempt]
         earlier_failed = len(final_rows) < len(rows) and any(
-            _verdict(str(row["status"]), _text(row.get("conclusion")), False) in FAILED_VERDICTS
+            cached_verdict(str(row["status"]), _text(row.get("conclusion")), False) in FAILED_VERDICTS
             for row, attempt in zip(rows, attempts, strict=True) if attempt < final_attempt
         )
     legs = [_leg(row, now=now, silence=silence) for row in final_rows]
@@ -389,18 +345,18 @@ def _job(workflow: str, job: str, rows: list[Mapping[str, Any]], *, now: datetim
 
 def _leg(row: Mapping[str, Any], *, now: datetime, silence: timedelta) -> LegResult:
     status = str(row["status"])
-    started = _time(row.get("started_at"))
-    completed = _time(row.get("completed_at"))
+    started = row_time(row.get("started_at"))
+    completed = row_time(row.get("completed_at"))
     silent = False
     if status != "completed":
-        since = started or _time(row.get("first_received_at"))
+        since = started or row_time(row.get("first_received_at"))
         silent = since is not None and now - since > silence
     duration = _float(row.get("execution_time_s"))
     if duration is None and started and completed and completed >= started:
         duration = (completed - started).total_seconds()
     return LegResult(
         check_run_id=str(row.get("check_run_id") or ""),
-        verdict=_verdict(status, _text(row.get("conclusion")), silent),
+        verdict=cached_verdict(status, _text(row.get("conclusion")), silent),
         silent=silent, duration_s=duration, queue_time_s=_float(row.get("queue_time_s")),
         tests_passed=_int(row.get("tests_passed")), tests_failed=_int(row.get("tests_failed")),
         tests_skipped=_int(row.get("tests_skipped")),
@@ -409,28 +365,9 @@ def _leg(row: Mapping[str, Any], *, now: datetime, silence: timedelta) -> LegRes
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _verdict(status: str, conclusion: str | None, silent: bool) -> Verdict:
-    """``policy.verdict``, memoised: a PR has a handful of (status, conclusion) pairs and hundreds of legs."""
-    return verdict(status, conclusion, silent=silent)
-
-
 def _sum_or_none(values: Iterable[int | None]) -> int | None:
     present = [value for value in values if value is not None]
     return sum(present) if present else None
-
-
-def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        zone = value.tzinfo
-        if zone is None:
-            return value.replace(tzinfo=UTC)
-        return value if zone is UTC else value.astimezone(UTC)
-    if isinstance(value, str) and value:
-        return parse_time(value)
-    return None
 
 
 def _float(value: Any) -> float | None:

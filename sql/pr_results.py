@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import Any, NamedTuple
 
-from renderers.pr_view import backends_needing_trunk
+from policy.pr_rows import backends_needing_trunk
 from sql.saved import load
 from sql.warehouse import Warehouse
 
@@ -35,7 +35,7 @@ TRUNK_FINGERPRINT_SQL = ("SELECT count() AS n, max(received_at) AS newest FROM o
 
 
 # The backends of a PR with any failed or timed-out row, any version (no FINAL): a superset of those whose
-# flags the view reads (renderers.pr_view.backends_needing_trunk), known before the PR's rows arrive.
+# flags the view reads (policy.pr_rows.backends_needing_trunk), known before the PR's rows arrive.
 FAILED_BACKENDS_SQL = ("SELECT DISTINCT downstream_repo FROM oot_job_results "
                        "PREWHERE upstream_repo = {upstream_repo:String} AND pr_number = {pr:UInt64} "
                        "WHERE conclusion IN ('failure', 'timed_out') "
@@ -229,7 +229,7 @@ def fetch_pr_rows(warehouse: Warehouse, upstream_repo: str, pr_number: int, *,
     timezone-aware times. ``trunk`` defaults to the warehouse's cache. Blocking: call it from a thread.
 
     The flag is computed only where the PR view reads it: for every row of a shown backend with a job whose
-    final attempt failed or timed out (``renderers.pr_view.backends_needing_trunk``); it is 0 on the other
+    final attempt failed or timed out (``policy.pr_rows.backends_needing_trunk``); it is 0 on the other
     backends' rows (the view never asks whether a job that did not fail is "also" failing on trunk), and a PR
     without such a job skips the trunk entirely. So ``build_pr_view`` gives the same view as from
     ``oot_pr_results`` rows (tested), and a cold render computes the trunk baseline of fewer backends.
