@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from policy.pr_policy import DEFAULT_POLICY, PrPolicy
 from renderers.markdown import CheckRunOutput, render_check_run, render_pr_comment, short_fallback_comment
-from renderers.pr_view import build_pr_view, has_results
+from renderers.pr_view import build_pr_view, gate_decision, has_results
 from sql.pr_results import fetch_pr_rows
 from sql.warehouse import Warehouse
 
@@ -21,6 +22,9 @@ class Rendered:
     check: CheckRunOutput | None
     # True when the current head SHA has results (a check run may be created); else only update one.
     check_has_results: bool = True
+    # Seconds until the merge gate changes with no new result (a pending backend passes the max pending
+    # age): render again then. None: nothing changes by itself.
+    recheck_after: float | None = None
 
 
 Render = Callable[[str, int], Awaitable[Rendered]]
@@ -28,17 +32,22 @@ RenderSync = Callable[[str, int], Rendered]
 
 
 def warehouse_renderer(warehouse: Warehouse, *, silence_hours: float, public_url: str,
-                       now: Callable[[], datetime] | None = None) -> RenderSync:
-    """The production renderer: saved query -> PR view -> Markdown (blocking; run it in a thread)."""
+                       now: Callable[[], datetime] | None = None,
+                       policy: Callable[[], PrPolicy] = lambda: DEFAULT_POLICY) -> RenderSync:
+    """The production renderer: saved query -> PR view -> Markdown (blocking; run it in a thread).
+    ``policy()``: the deployment's rules as of this render (the allowlist changes while running)."""
 
     def render(upstream_repo: str, pr_number: int) -> Rendered:
         rows = fetch_pr_rows(warehouse, upstream_repo, pr_number)
         view = build_pr_view(rows, now=now() if now else datetime.now(UTC), silence_hours=silence_hours,
-                             public_url=public_url, upstream_repo=upstream_repo, pr_number=pr_number)
+                             public_url=public_url, upstream_repo=upstream_repo, pr_number=pr_number,
+                             policy=policy())
         if not has_results(view):
             return Rendered(None, None, None, False)
+        change = gate_decision(view).next_change if view.backends else None
         return Rendered(comment=render_pr_comment(view), short_comment=short_fallback_comment(view),
                         check=render_check_run(view) if view.head_sha else None,
-                        check_has_results=bool(view.backends))
+                        check_has_results=bool(view.backends),
+                        recheck_after=None if change is None else change.total_seconds() + 0.5)
 
     return render

@@ -21,6 +21,7 @@ from bot.pr_state import PrState
 from bot.render import Render, RenderSync, warehouse_renderer
 from bot.webhook import WebhookReceiver
 from bot.writer import Writer
+from policy.pr_policy import DEFAULT_POLICY, PrPolicy
 from renderers.markdown import CHECK_RUN_NAME
 from sql.bot_state import BotState
 from sql.records import PrRef
@@ -49,17 +50,21 @@ class Bot:
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
                  render: RenderSync | None = None, poll_results: bool = False,
                  allowlist_watch: AllowlistWatch | None = None,
-                 bot_state: BotState | None = None) -> None:
+                 bot_state: BotState | None = None, policy: Callable[[], PrPolicy] | None = None) -> None:
         self.clock = clock or RealClock()
         self.state = PrState(warehouse)
         # Leases, the PR's GitHub ids, set-once records and delivery ids; in memory for one process.
         self.bot_state: BotState = bot_state or MemoryBotState(self.clock)
         self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
                        if app_id and private_key else None)
-        render_sync = render or warehouse_renderer(warehouse, silence_hours=silence_hours, public_url=public_url)
+        render_sync = render or warehouse_renderer(warehouse, silence_hours=silence_hours, public_url=public_url,
+                                                   policy=policy or (lambda: DEFAULT_POLICY))
+        self._rechecks: dict[tuple[str, int], asyncio.TimerHandle] = {}
 
         async def render_async(repo: str, number: int) -> Any:
-            return await asyncio.to_thread(render_sync, repo, number)
+            rendered = await asyncio.to_thread(render_sync, repo, number)
+            self._schedule_recheck(repo, number, getattr(rendered, "recheck_after", None))
+            return rendered
 
         self._render: Render = render_async
         self.writer = Writer(render=self._render, github=self.github, installation_for=self._installation_for,
@@ -93,6 +98,21 @@ class Bot:
             raise
         self.state.remember(repo, found)
         return found
+
+    def _schedule_recheck(self, repo: str, number: int, after: float | None) -> None:
+        """Render the PR again when its merge gate changes by itself (a pending backend passes the max
+        pending age); one timer per PR, replaced by each render. Per process: after a restart the next
+        result or sweep renders it."""
+        previous = self._rechecks.pop((repo, number), None)
+        if previous is not None:
+            previous.cancel()
+        if after is not None:
+            self._rechecks[(repo, number)] = asyncio.get_running_loop().call_later(
+                after, self._recheck, repo, number)
+
+    def _recheck(self, repo: str, number: int) -> None:
+        self._rechecks.pop((repo, number), None)
+        self.writer.mark_dirty(PrRef(repo, number))
 
     async def read_file(self, repo: str, path: str) -> str:
         """A file of ``repo``'s default branch through the App's installation there (the allowlist)."""
@@ -161,6 +181,9 @@ class Bot:
         await self.writer.idle()
 
     async def stop(self) -> None:
+        for handle in self._rechecks.values():
+            handle.cancel()
+        self._rechecks.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

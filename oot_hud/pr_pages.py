@@ -48,7 +48,8 @@ async def pr_page(request: Request, owner: str, repo: str, number: str,
         # Query and rendering both block (the warehouse lock; a big PR renders for tens of ms): one thread.
         rows = fetch_pr_rows(services.warehouse, upstream_repo, pr_number)
         view = build_pr_view(rows, now=now, silence_hours=settings.silence_hours,
-                             public_url=settings.public_url, upstream_repo=upstream_repo, pr_number=pr_number)
+                             public_url=settings.public_url, upstream_repo=upstream_repo, pr_number=pr_number,
+                             policy=services.pr_policy())  # the bot's rules: the dry run shows what it posts
         return render_pr_page(view, dry_run=None if settings.github_enabled else dry_run_output(view))
 
     try:

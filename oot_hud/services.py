@@ -6,12 +6,15 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ingest.stores.base import OnChange, ResultStore
 from oot_hud.allowlist_source import AllowlistSource, parse_location
 from oot_hud.settings import Settings
 from oot_hud.trunk_warmer import TrunkWarmer
+from policy.gate import GateConfig
+from policy.pr_policy import PrPolicy
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
@@ -35,6 +38,14 @@ class Services:
     bot: Bot | None = None
     trunk_warmer: TrunkWarmer | None = None
     allowlist: AllowlistSource | None = None  # None: no allowlist configured (everything works as without)
+
+    def pr_policy(self) -> PrPolicy:
+        """The PR rules as of now (the allowlist is refreshed while running): the bot and the PR page use it."""
+        hours = self.settings.gate_max_pending_hours
+        gate = GateConfig(max_pending=timedelta(hours=hours) if hours else None,
+                          allowlist_configured=self.allowlist is not None)
+        return PrPolicy(allowlist=self.allowlist.current if self.allowlist is not None else None, gate=gate,
+                        label_prefix=self.settings.l3_label_prefix)
 
     async def settled(self) -> Services:
         """These services, once every result accepted so far is readable (page and API reads call this)."""
@@ -102,8 +113,8 @@ def build_allowlist(settings: Settings, bot: Callable[[], Bot | None]) -> Allowl
                            fetch_github=through_app if settings.github_enabled else None)
 
 
-def build_bot(settings: Settings, warehouse: Warehouse,
-              allowlist: AllowlistSource | None = None) -> Bot:
+def build_bot(settings: Settings, warehouse: Warehouse, allowlist: AllowlistSource | None = None,
+              policy: Callable[[], PrPolicy] | None = None) -> Bot:
     """The GitHub App; without App credentials it runs dry (renders, posts nothing)."""
     from bot.service import Bot
 
@@ -115,7 +126,7 @@ def build_bot(settings: Settings, warehouse: Warehouse,
                sweep=settings.bot_sweep_seconds, public_url=settings.public_url,
                silence_hours=settings.silence_hours,
                # DynamoDB path: the stream replicator runs elsewhere and cannot announce to this process.
-               poll_results=bool(settings.dynamo_table), allowlist_watch=allowlist)
+               poll_results=bool(settings.dynamo_table), allowlist_watch=allowlist, policy=policy)
 
 
 async def build_services(settings: Settings) -> Services:
@@ -127,7 +138,7 @@ async def build_services(settings: Settings) -> Services:
     tokens = [token.get_secret_value() for token in settings.relay_tokens]
     services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens,
                         allowlist=allowlist)
-    services.bot = build_bot(settings, warehouse, services.allowlist)
+    services.bot = build_bot(settings, warehouse, services.allowlist, services.pr_policy)
     services.listeners.append(services.bot.on_results)
     services.trunk_warmer = TrunkWarmer(warehouse)
     services.listeners.append(services.trunk_warmer)

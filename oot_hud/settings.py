@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     allowlist: str | None = Field(None, description="the relay's allowlist: a path, an http(s) URL, or "
                                                     "github:owner/repo[:path] (read through the App)")
     allowlist_refresh_seconds: float = Field(300.0, gt=0, description="how often the allowlist is read again")
+    gate_max_pending_hours: float = Field(24.0, ge=0, description="a gating (L4) backend pending for longer no "
+                                                                  "longer holds the check (0 = it always does)")
+    l3_label_prefix: str = Field("ciflow/oot/", min_length=1, max_length=40,
+                                 description="the PR label that runs an L3 backend is this + its device")
 
     @field_validator("relay_tokens", mode="before")
     @classmethod

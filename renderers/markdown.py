@@ -6,9 +6,10 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable
 
+from policy.gate import LEVELS_FROM_ALLOWLIST, LEVELS_FROM_RELAY, GateDecision, GateJob, Pending
 from renderers.md_escape import md_link, md_text, path_segment
-from renderers.policy import BLOCKING_LEVEL, FAILED_VERDICTS, Verdict, format_duration
-from renderers.pr_view import BackendResult, JobResult, PrView, VerdictCounts, has_results
+from renderers.policy import Verdict, format_duration
+from renderers.pr_view import BackendResult, JobResult, PrView, VerdictCounts, gate_decision, has_results
 
 COMMENT_MARKER = "<!-- oot-hud:pr-comment -->"  # first line of the sticky comment
 COMMENT_BUDGET_CHARS = 65_536  # GitHub's limit on a comment body (characters)
@@ -59,16 +60,18 @@ def render_pr_comment(view: PrView) -> str | None:
 
 
 def render_check_run(view: PrView) -> CheckRunOutput:
-    """The check run for the view's current head SHA (conclusion policy in docs/pr-view.md)."""
-    status, conclusion = check_status(view)
-    summary = _assemble(view, _as_of(view), _sections(view), budget=CHECK_SUMMARY_BUDGET_BYTES,
-                        measure=_utf8_len)
+    """The check run for the view's current head SHA (the merge gate: ``policy.gate``, README "Blocking
+    rules"); the summary opens with the gate's reasons, ages included."""
+    gate = gate_decision(view)
+    status, conclusion = gate.status, gate.conclusion
+    summary = _assemble(view, _as_of(view), [_gate_section(view, gate), *_sections(view)],
+                        budget=CHECK_SUMMARY_BUDGET_BYTES, measure=_utf8_len)
     text = (_assemble(view, "### Jobs of the current commit", [_job_section(view)],
                       budget=CHECK_SUMMARY_BUDGET_BYTES, measure=_utf8_len)
             if view.backends else "No results for the current commit yet.\n")
     return CheckRunOutput(
         name=CHECK_RUN_NAME, head_sha=view.head_sha, status=status, conclusion=conclusion,
-        title=f"{headline_icon(view)} {headline_text(view)}", summary=summary, text=text,
+        title=_check_title(view, gate), summary=summary, text=text,
         details_url=pr_page_url(view), external_id=f"{view.upstream_repo}#{view.pr_number}",
     )
 
@@ -81,18 +84,9 @@ def short_fallback_comment(view: PrView) -> str:
 
 
 def check_status(view: PrView) -> tuple[str, str | None]:
-    """(status, conclusion) of the check run. An L4 failure completes the run at once ("failure"), even
-    while other L4 jobs still run: that verdict cannot turn green without a re-run, and a re-run makes the
-    job running again (back to in_progress). Otherwise in_progress while any L4 job runs; success when
-    every L4 job passed; neutral for everything else (no L4 job, cancelled, no report)."""
-    l4 = view.blocking_jobs
-    if any(job.verdict in FAILED_VERDICTS for job in l4):
-        return "completed", "failure"
-    if any(job.verdict is Verdict.RUNNING for job in l4):
-        return "in_progress", None
-    if l4 and all(job.verdict is Verdict.SUCCESS for job in l4):
-        return "completed", "success"
-    return "completed", "neutral"
+    """(status, conclusion) of the check run: the merge gate's (``policy.gate``; README "Blocking rules")."""
+    gate = gate_decision(view)
+    return gate.status, gate.conclusion
 
 
 def headline_icon(view: PrView) -> str:
@@ -161,7 +155,7 @@ def _sections(view: PrView) -> list[_Section]:
     if main:
         sections.append(_Section(
             head=_TABLE_HEAD, items=[_backend_row(view, b) for b in main], priority=2,
-            item_priorities=[0 if b.level == BLOCKING_LEVEL else 1 for b in main],
+            item_priorities=[0 if b.blocking else 1 for b in main],
             tail="\n\n" + _page_line(view)))
     else:
         sections.append(_Section(head=_page_line(view), items=[], priority=2))
@@ -169,7 +163,7 @@ def _sections(view: PrView) -> list[_Section]:
         sections.append(_Section(
             head=f"<details open><summary>Failures ({len(failed_main):,})</summary>\n",
             items=[_failure_item(view, b, j) for b, j in failed_main], tail="\n\n</details>", priority=1,
-            item_priorities=[0 if b.level == BLOCKING_LEVEL else 1 for b, _ in failed_main]))
+            item_priorities=[0 if b.blocking else 1 for b, _ in failed_main]))
     if flaky:
         sections.append(_Section(
             head=f"<details><summary>Flaky jobs ({len(flaky):,}): failed, then passed on a re-run</summary>\n",
@@ -192,6 +186,51 @@ def _sections(view: PrView) -> list[_Section]:
     return sections
 
 
+def _check_title(view: PrView, gate: GateDecision) -> str:
+    if gate.pending and not gate.failed:
+        count = len(gate.pending)
+        return f"{ICON_RUNNING} waiting for {count:,} gating backend{'s' if count != 1 else ''} · {headline_text(view)}"
+    return f"{headline_icon(view)} {headline_text(view)}"
+
+
+_LEVELS_FROM = {
+    LEVELS_FROM_ALLOWLIST: "L4 backends of the upstream allowlist",
+    LEVELS_FROM_RELAY: "backends the relay reported at L4",
+}
+
+
+def _gate_section(view: PrView, gate: GateDecision) -> _Section:
+    """The merge gate's reasons, one line each, blocking ones first (kept first when over the budget)."""
+    source = _LEVELS_FROM.get(gate.levels_from, "backends the relay reported at L4 (the allowlist could not be read)")
+    if not gate.gating_repos:
+        return _Section(head=f"**Merge gate**: nothing gates this PR (gating: {source}).", items=[], priority=0)
+    items = [f"- {ICON_BLOCKING_FAILURE} {_gate_job(job)}: failed, blocks merging" for job in gate.failed]
+    items += [f"- {ICON_RUNNING} {_pending(item)}, blocks merging until it reports" for item in gate.pending]
+    limit = format_duration(gate.max_pending.total_seconds()) if gate.max_pending is not None else ""
+    items += [f"- {ICON_OTHER_FAILURE} **no longer blocking**: {_pending(item)}, longer than the gate waits "
+              f"({limit}, `OOT_HUD_GATE_MAX_PENDING_HOURS`)" for item in gate.expired]
+    items += [f"- {_gate_job(job)}: {_VERDICT_WORDS[job.verdict]}, infrastructure, not blocking"
+              for job in gate.infrastructure]
+    items += [f"- {_gate_job(job)}: {_VERDICT_WORDS[job.verdict]}, not blocking" for job in gate.other]
+    passed = f"{gate.passed:,} gating job{'s' if gate.passed != 1 else ''} passed"
+    return _Section(head=f"**Merge gate** ({source}: {len(gate.gating_repos):,}): {passed}.", items=items,
+                    priority=0, item_priorities=[0] * (len(gate.failed) + len(gate.pending)) + [1] * (
+                        len(items) - len(gate.failed) - len(gate.pending)))
+
+
+def _gate_job(job: GateJob) -> str:
+    return f"**{md_text(job.repo)}** · {md_text(job.workflow)} / {md_text(job.job)}"
+
+
+def _pending(item: Pending) -> str:
+    age = format_duration(item.age.total_seconds()) if item.age is not None else ""
+    if item.job is None:
+        since = f" ({age} after the commit's first result)" if age else ""
+        return f"**{md_text(item.repo)}**: no result for this commit yet{since}"
+    state = "running" if item.job.verdict is Verdict.RUNNING else "silent"
+    return f"{_gate_job(item.job)}: {state}" + (f" for {age}" if age else "")
+
+
 def _job_section(view: PrView) -> _Section:
     pairs = [(b, j) for b in view.backends for j in b.jobs]
     return _Section(head=_JOB_TABLE_HEAD, items=[_job_row(view, b, j) for b, j in pairs],
@@ -205,7 +244,7 @@ def _job_priority(backend: BackendResult, job: JobResult) -> int:
 
 
 def _backend_row(view: PrView, backend: BackendResult) -> str:
-    blocking = len(backend.failed_jobs) if backend.blocking else 0
+    blocking = sum(1 for job in backend.jobs if job.verdict is Verdict.FAILURE) if backend.blocking else 0
     links = " · ".join(link for link in (md_link("runs", backend.run_url),
                                           md_link("matrix", matrix_url(view, backend.downstream_repo),
                                                   allow_http=True)) if link)
@@ -280,8 +319,8 @@ def _icon(counts: VerdictCounts, *, blocking_failures: int) -> str:
 
 def _job_icon(backend: BackendResult, job: JobResult) -> str:
     """``_icon`` of a single job's counts (one verdict), without building the counts (hot: every job row)."""
-    if job.failed:
-        return ICON_BLOCKING_FAILURE if backend.blocking else ICON_OTHER_FAILURE
+    if job.failed:  # only a failure blocks; a timeout is infrastructure
+        return ICON_BLOCKING_FAILURE if backend.blocking and job.verdict is Verdict.FAILURE else ICON_OTHER_FAILURE
     return _SINGLE_JOB_ICON[job.verdict]
 
 

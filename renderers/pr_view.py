@@ -7,8 +7,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from policy.gate import GateDecision, GateJob, decide, gating
+from policy.pr_policy import DEFAULT_POLICY, PrPolicy
 from policy.pr_rows import EPOCH, LEVEL_ORDER, backend_levels, cached_verdict, row_recency, row_time
-from policy.verdicts import BLOCKING_LEVEL, FAILED_VERDICTS, Verdict
+from policy.verdicts import FAILED_VERDICTS, Verdict
 
 # Worst first: a job's verdict across its matrix legs is its worst leg's, a backend's is its worst job's.
 VERDICT_SEVERITY: dict[Verdict, int] = {
@@ -122,6 +124,7 @@ class BackendResult:
     level: str  # "L4", "L3" or "L2" (L1 and unknown levels are never in a view)
     head_sha: str
     jobs: tuple[JobResult, ...]
+    gating: bool = False  # gates merging (policy.gate.gating: the allowlist's L4, else the relay's L4)
 
     @property
     def verdict(self) -> Verdict:
@@ -129,7 +132,7 @@ class BackendResult:
 
     @property
     def blocking(self) -> bool:
-        return self.level == BLOCKING_LEVEL
+        return self.gating
 
     @property
     def counts(self) -> VerdictCounts:
@@ -184,6 +187,9 @@ class PrView:
     silence_hours: float
     backends: tuple[BackendResult, ...]  # current SHA, shown levels only, L4 first then L3 then L2
     superseded: tuple[SupersededCommit, ...]  # older SHAs, newest first
+    policy: PrPolicy = DEFAULT_POLICY  # the deployment's rules: allowlist in use, gate settings, label prefix
+    commit_first_seen: datetime | None = None  # the current SHA's first result (ages of missing backends)
+    reported_repos: frozenset[str] = frozenset()  # every backend with a result at the current SHA (L1 too)
 
     @property
     def headline_backends(self) -> tuple[BackendResult, ...]:
@@ -210,8 +216,8 @@ class PrView:
 
     @property
     def blocking_failures(self) -> int:
-        """Failed (failure / timed_out) L4 jobs at the current SHA."""
-        return sum(len(b.failed_jobs) for b in self.backends if b.blocking)
+        """Gating jobs at the current SHA whose final attempt concluded ``failure`` (a timeout is infrastructure)."""
+        return sum(1 for b in self.backends if b.blocking for job in b.jobs if job.verdict is Verdict.FAILURE)
 
     @property
     def blocking_jobs(self) -> tuple[JobResult, ...]:
@@ -222,17 +228,28 @@ class PrView:
         return self.head_sha[:7]
 
 
+def gate_decision(view: PrView) -> GateDecision:
+    """The merge gate (``policy.gate``) for the view's current commit."""
+    jobs = [GateJob(repo=b.downstream_repo, relay_level=b.level, workflow=job.workflow, job=job.job,
+                    verdict=job.verdict, silent=job.silent, pending_since=job.started_at or view.commit_first_seen)
+            for b in view.backends for job in b.jobs]
+    return decide(jobs, allowlist=view.policy.allowlist, config=view.policy.gate, now=view.generated_at,
+                  commit_first_seen=view.commit_first_seen, reported=view.reported_repos)
+
+
 def has_results(view: PrView) -> bool:
     """Whether the PR has any displayable OOT result (current or superseded); without one, post nothing."""
     return bool(view.backends or view.superseded)
 
 
 def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_hours: float,
-                  public_url: str, upstream_repo: str = "", pr_number: int = 0) -> PrView:
+                  public_url: str, upstream_repo: str = "", pr_number: int = 0,
+                  policy: PrPolicy = DEFAULT_POLICY) -> PrView:
     """Apply the PR policies (current commit, final attempt, legs, flaky, silence, levels) to query rows.
 
     ``rows`` are ``oot_pr_results`` rows (one per record, every head SHA). ``upstream_repo``/``pr_number``
-    name the PR when there are no rows (they are taken from the rows otherwise).
+    name the PR when there are no rows (they are taken from the rows otherwise). ``policy``: the deployment's
+    rules (the allowlist in use decides the gating backends, ``policy.gate``).
     """
     rows = list(rows)
     if now.tzinfo is None:
@@ -252,11 +269,17 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
     levels = backend_levels(rows, recency)
     by_sha: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     sha_recency: dict[str, tuple[datetime, datetime]] = {}
+    commit_first_seen: datetime | None = None
+    reported: set[str] = set()
     for row, recent in zip(rows, recency, strict=True):
         repo = str(row["downstream_repo"])
+        sha = str(row["head_sha"])
+        if sha == head_sha:
+            reported.add(repo)
+            if recent[0] != EPOCH and (commit_first_seen is None or recent[0] < commit_first_seen):
+                commit_first_seen = recent[0]
         if levels[repo] not in LEVEL_ORDER:
             continue  # L1 (onboarding) and unknown levels are stored, never displayed
-        sha = str(row["head_sha"])
         by_sha.setdefault(sha, {}).setdefault(repo, []).append(row)
         if sha not in sha_recency or recent > sha_recency[sha]:
             sha_recency[sha] = recent
@@ -264,7 +287,8 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
     def backends_of(sha: str) -> tuple[BackendResult, ...]:
         found = [
             BackendResult(downstream_repo=repo, level=levels[repo], head_sha=sha,
-                          jobs=_jobs(repo_rows, now=now, silence=silence))
+                          jobs=_jobs(repo_rows, now=now, silence=silence),
+                          gating=gating(repo, levels[repo], policy.allowlist))
             for repo, repo_rows in by_sha.get(sha, {}).items()
         ]
         return tuple(sorted(found, key=_backend_order))
@@ -275,6 +299,8 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
         generated_at=now, public_url=public_url.rstrip("/"), silence_hours=silence_hours,
         backends=backends_of(head_sha),
         superseded=tuple(SupersededCommit(sha, backends_of(sha)) for sha in newest_first),
+        policy=policy, commit_first_seen=commit_first_seen,
+        reported_repos=frozenset(reported),
     )
 
 

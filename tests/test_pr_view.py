@@ -135,7 +135,9 @@ async def test_silence_turns_running_into_no_report(warehouse: Warehouse) -> Non
     late = view(warehouse, now=datetime(2026, 11, 20, 19, 1, tzinfo=UTC))
     job = next(iter(jobs_of(late).values()))
     assert (job.verdict, job.silent) == (Verdict.NO_REPORT, True)
-    assert check_status(late) == ("completed", "neutral")
+    assert check_status(late) == ("in_progress", None), "silent is pending: the gate still waits"
+    given_up = view(warehouse, now=datetime(2026, 11, 21, 13, 1, tzinfo=UTC))  # 24 h after it started
+    assert check_status(given_up) == ("completed", "neutral")
 
 
 async def test_l1_only_pr_shows_nothing(warehouse: Warehouse) -> None:
