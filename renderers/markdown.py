@@ -168,6 +168,11 @@ def _sections(view: PrView) -> list[_Section]:
         sections.append(_Section(
             head=f"<details><summary>Flaky jobs ({len(flaky):,}): failed, then passed on a re-run</summary>\n",
             items=[_failure_item(view, b, j) for b, j in flaky], tail="\n\n</details>", priority=3))
+    hints = _label_hints(view)
+    if hints:
+        sections.append(_Section(
+            head="**Not run for this commit** (L3 backends run when the PR carries their label):",
+            items=hints, priority=3))
     observation = view.observation_backends
     if observation:
         failed_obs = [(b, j) for b in observation for j in b.failed_jobs]
@@ -229,6 +234,22 @@ def _pending(item: Pending) -> str:
         return f"**{md_text(item.repo)}**: no result for this commit yet{since}"
     state = "running" if item.job.verdict is Verdict.RUNNING else "silent"
     return f"{_gate_job(item.job)}: {state}" + (f" for {age}" if age else "")
+
+
+def _label_hints(view: PrView) -> list[str]:
+    """One line per device of the allowlist's L3 backends without a result at the current commit: the label
+    that runs them. Nothing without an allowlist. Devices and repos are the allowlist's (upstream's) text."""
+    allowlist = view.policy.allowlist
+    if allowlist is None or not view.head_sha:
+        return []
+    reported = {repo.lower() for repo in view.reported_repos}
+    lines = []
+    for device, entries in sorted(allowlist.devices().items()):
+        idle = [entry.repo for entry in entries if entry.repo.lower() not in reported]
+        if idle:
+            names = ", ".join(f"**{md_text(repo)}**" for repo in idle)
+            lines.append(f"- add the label `{view.policy.label_prefix}{device}` to run {names}")
+    return lines
 
 
 def _job_section(view: PrView) -> _Section:

@@ -194,3 +194,29 @@ async def test_the_bot_renders_again_when_a_pending_backend_passes_the_max_age(
         assert run["conclusion"] == "neutral", "GitHub got the let-go check"
     finally:
         await bot.stop()
+
+
+# ---- the comment: which label runs an L3 backend that did not run ------------------------------------------
+
+def test_the_comment_names_the_label_for_each_l3_backend_that_did_not_run() -> None:
+    from renderers.markdown import render_pr_comment
+
+    allowlist = parse_allowlist("L3:\n  npu:\n    acme/npu: []\n    beta/npu2: []\n  xpu:\n    intel/xpu: []\n"
+                                "L4:\n  - acme/gate\n")
+    rows = [row("acme/gate"), row("acme/npu", "L3", job="npu")]
+
+    def comment(policy: PrPolicy) -> str:
+        view = build_pr_view(rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch",
+                             pr_number=4242, policy=policy)
+        body = render_pr_comment(view)
+        assert body is not None
+        return body
+
+    body = comment(PrPolicy(allowlist=allowlist))
+    assert "**Not run for this commit** (L3 backends run when the PR carries their label):" in body
+    assert "- add the label `ciflow/oot/npu` to run **beta/npu2**\n" in body, "acme/npu ran: not listed"
+    assert "- add the label `ciflow/oot/xpu` to run **intel/xpu**\n" in body
+    assert "`ciflow/crcr/xpu`" in comment(PrPolicy(allowlist=allowlist, label_prefix="ciflow/crcr/"))
+    assert "Not run for this commit" not in comment(PrPolicy()), "without an allowlist nothing changes"
+    assert comment(PrPolicy()) == render_pr_comment(build_pr_view(
+        rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch", pr_number=4242))
