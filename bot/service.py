@@ -17,8 +17,9 @@ from bot.handlers import build_router
 from bot.handlers.results import on_results
 from bot.logfmt import get_logger
 from bot.memory_state import MemoryBotState
+from bot.oncall import notify
 from bot.pr_state import PrState
-from bot.render import Render, RenderSync, warehouse_renderer
+from bot.render import Render, Rendered, RenderSync, warehouse_renderer
 from bot.webhook import WebhookReceiver
 from bot.writer import Writer
 from policy.pr_policy import DEFAULT_POLICY, PrPolicy
@@ -69,6 +70,7 @@ class Bot:
         self._render: Render = render_async
         self.writer = Writer(render=self._render, github=self.github, installation_for=self._installation_for,
                              app_slug=app_slug, debounce=debounce, pace=pace, clock=self.clock)
+        self.writer.after_write = self._notify_oncalls
         self.sweep_seconds = sweep
         self.on_results: Callable[[PrRef], None] = on_results(self.writer.mark_dirty)
         self.router = build_router(HandlerContext(
@@ -113,6 +115,11 @@ class Bot:
     def _recheck(self, repo: str, number: int) -> None:
         self._rechecks.pop((repo, number), None)
         self.writer.mark_dirty(PrRef(repo, number))
+
+    async def _notify_oncalls(self, installation: int, pr: PrRef, rendered: Rendered) -> None:
+        if rendered.render_notice is not None:
+            await notify(self.bot_state, self.writer.post_comment, installation, pr, rendered.notices,
+                         rendered.render_notice)
 
     async def read_file(self, repo: str, path: str) -> str:
         """A file of ``repo``'s default branch through the App's installation there (the allowlist)."""

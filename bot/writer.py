@@ -93,6 +93,8 @@ class Writer:
         self._slug = app_slug
         self.debounce = debounce
         self.pace = pace
+        # Called after a cycle's writes when the render carries on-call notices (bot.oncall, wired by Bot).
+        self.after_write: Callable[[int, PrRef, Rendered], Awaitable[object]] | None = None
         self.max_delay = max_delay if max_delay is not None else max(debounce * MAX_DELAY_FACTOR, debounce)
         self._clock = clock or RealClock()
         self._transient_retries = transient_retries
@@ -206,6 +208,15 @@ class Writer:
             await self._sync_comment(slot, installation, rendered.comment, rendered.short_comment)
         if rendered.check is not None:
             await self._sync_check(slot, installation, rendered.check, may_create=rendered.check_has_results)
+        if self.after_write is not None and getattr(rendered, "notices", ()):
+            await self.after_write(installation, PrRef(slot.repo, slot.number), rendered)
+
+    async def post_comment(self, installation: int, repo: str, number: int, body: str) -> object:
+        """A new comment (not the sticky one), paced and retried like the writer's own writes."""
+        assert self._github is not None
+        github = self._github
+        return await self._call(installation, "comment.create",
+                                lambda: github.create_comment(installation, repo, number, body), write=True)
 
     # --- GitHub calls with pacing and retries ------------------------------------------------------
     def pacer(self, installation_id: int) -> Pacer:

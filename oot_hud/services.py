@@ -45,7 +45,7 @@ class Services:
         gate = GateConfig(max_pending=timedelta(hours=hours) if hours else None,
                           allowlist_configured=self.allowlist is not None)
         return PrPolicy(allowlist=self.allowlist.current if self.allowlist is not None else None, gate=gate,
-                        label_prefix=self.settings.l3_label_prefix)
+                        label_prefix=self.settings.l3_label_prefix, notify_oncalls=self.settings.notify_oncalls)
 
     async def settled(self) -> Services:
         """These services, once every result accepted so far is readable (page and API reads call this)."""

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     allowlist_refresh_seconds: float = Field(300.0, gt=0, description="how often the allowlist is read again")
     gate_max_pending_hours: float = Field(24.0, ge=0, description="a gating (L4) backend pending for longer no "
                                                                   "longer holds the check (0 = it always does)")
+    notify_oncalls: bool = Field(False, description="mention the allowlist's on-calls of a failing L4/L3 backend, "
+                                                    "once per backend and PR head (docs/bot.md)")
     l3_label_prefix: str = Field("ciflow/oot/", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_./:+-]+$",
                                  description="the PR label that runs an L3 backend is this + its device")
 
