@@ -52,7 +52,7 @@ class Settings(BaseSettings):
                                                                   "longer holds the check (0 = it always does)")
     notify_oncalls: bool = Field(False, description="mention the allowlist's on-calls of a failing L4/L3 backend, "
                                                     "once per backend and PR head (docs/bot.md)")
-    l3_label_prefix: str = Field("ciflow/oot/", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_./:+-]+$",
+    l3_label_prefix: str = Field("ciflow/crcr/", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_./:+-]+$",
                                  description="the PR label that runs an L3 backend is this + its device")
 
     @field_validator("relay_tokens", mode="before")

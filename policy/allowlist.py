@@ -7,7 +7,7 @@ Format (the relay's, read from its parser and tests)::
     L2:
       - org/other: alice, bob        # a repo with on-calls, comma-separated
     L3:
-      npu:                           # L3 is grouped by device: runs when the PR has ciflow/oot/npu
+      npu:                           # L3 is grouped by device: runs when the PR has ciflow/crcr/npu
         org/npu-repo: [alice]
     L4:
       - org/gate: [carol]            # a list of on-calls works too
@@ -32,7 +32,7 @@ LEVELS = ("L1", "L2", "L3", "L4")
 GATING_LEVEL = "L4"
 DEVICE_LEVEL = "L3"
 DEFAULT_PATH = ".github/allowlist.yml"
-DEFAULT_LABEL_PREFIX = "ciflow/oot/"
+DEFAULT_LABEL_PREFIX = "ciflow/crcr/"
 MAX_BYTES = 1024 * 1024  # the real file is a few hundred bytes; anything near this is not an allowlist
 
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,39}/[A-Za-z0-9_.-]{1,100}")
@@ -56,7 +56,7 @@ class AllowlistEntry:
     device: str | None = None  # L3 only: the suffix of the label that makes it run
 
     def label(self, prefix: str = DEFAULT_LABEL_PREFIX) -> str | None:
-        """The PR label that runs this L3 backend (``ciflow/oot/<device>``); None for other levels."""
+        """The PR label that runs this L3 backend (``ciflow/crcr/<device>``); None for other levels."""
         return None if self.device is None else prefix + self.device
 
 

@@ -16,7 +16,7 @@ from policy.gate import DEFAULT_GATE, GateConfig
 class PrPolicy:
     allowlist: Allowlist | None = None  # None: none configured, or none readable yet
     gate: GateConfig = DEFAULT_GATE
-    label_prefix: str = DEFAULT_LABEL_PREFIX  # ciflow/oot/<device> runs an L3 backend
+    label_prefix: str = DEFAULT_LABEL_PREFIX  # ciflow/crcr/<device> runs an L3 backend
     notify_oncalls: bool = False  # mention the allowlist's on-calls of failing L4/L3 backends (docs/bot.md)
 
 

@@ -122,7 +122,7 @@ def test_lookups_ignore_case_and_devices_give_labels() -> None:
     assert {device: [e.repo for e in found] for device, found in allowlist.devices().items()} == {
         "npu": ["ascend/torch-npu"], "xpu": ["intel/torch-xpu"]}
     npu = allowlist.entry("ascend/torch-npu")
-    assert npu is not None and npu.label() == "ciflow/oot/npu" and npu.label("ciflow/crcr/") == "ciflow/crcr/npu"
+    assert npu is not None and npu.label() == "ciflow/crcr/npu" and npu.label("ciflow/oot/") == "ciflow/oot/npu"
     assert AllowlistEntry("a/b", "L4").label() is None
     assert len(allowlist) == 7 and Allowlist.of(allowlist.entries) == allowlist
 

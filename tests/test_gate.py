@@ -214,8 +214,8 @@ def test_the_comment_names_the_label_for_each_l3_backend_that_did_not_run() -> N
 
     body = comment(PrPolicy(allowlist=allowlist))
     assert "**Not run for this commit** (L3 backends run when the PR carries their label):" in body
-    assert "- add the label `ciflow/oot/npu` to run **beta/npu2**\n" in body, "acme/npu ran: not listed"
-    assert "- add the label `ciflow/oot/xpu` to run **intel/xpu**\n" in body
+    assert "- add the label `ciflow/crcr/npu` to run **beta/npu2**\n" in body, "acme/npu ran: not listed"
+    assert "- add the label `ciflow/crcr/xpu` to run **intel/xpu**\n" in body
     assert "`ciflow/crcr/xpu`" in comment(PrPolicy(allowlist=allowlist, label_prefix="ciflow/crcr/"))
     assert "Not run for this commit" not in comment(PrPolicy()), "without an allowlist nothing changes"
     assert comment(PrPolicy()) == render_pr_comment(build_pr_view(
