@@ -6,6 +6,7 @@ writer owns retries and waits), and failures become the few error kinds the writ
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 from collections.abc import Mapping
@@ -22,7 +23,8 @@ from bot.logfmt import get_logger
 
 log = get_logger("oot_hud.bot.github")
 
-DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+DEFAULT_CALL_SECONDS = 15.0
+DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_CALL_SECONDS, connect=5.0)
 PER_PAGE = 100
 MAX_COMMENT_PAGES = 200  # 20,000 comments: beyond that something is wrong, stop paging
 USER_AGENT = "oot-hud"
@@ -110,8 +112,11 @@ class GitHubApi:
 
     def __init__(self, app_id: int | str, private_key: str, *, base_url: str = "https://api.github.com",
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-                 transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
+                 deadline: float = DEFAULT_CALL_SECONDS) -> None:
         self.app_id = int(app_id)
+        # The whole call, however its phases add up: a lease holder counts on a write ending by then.
+        self.deadline = deadline
         self._clock = clock or RealClock()
         self._app_auth = AppAuthStrategy(str(app_id), private_key)
         # One cache for JWTs and installation tokens: githubkit caches each installation token until a
@@ -137,7 +142,10 @@ class GitHubApi:
     async def _call(self, client: GitHub[Any], method: str, url: str, **kwargs: Any) -> httpx.Response:
         what = f"{method} {url.split('?')[0]}"
         try:
-            response = await client.arequest(method, url, **kwargs)
+            async with asyncio.timeout(self.deadline):
+                response = await client.arequest(method, url, **kwargs)
+        except TimeoutError:
+            raise Transient(f"{what} -> no answer in {self.deadline:g} s") from None
         except Exception as exc:
             raise classify(exc, what, self._clock.wall()) from None
         return response.raw_response

@@ -40,7 +40,7 @@ class _Pr:
     token: int = 0
     owner: str | None = None
     lease_expires: float = 0.0
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # the memo's: PR_TTL_SECONDS after the last record
 
 
 @dataclasses.dataclass
@@ -76,7 +76,9 @@ class MemoryBotState:
         with self._data.lock:
             old = self._live_mark(_key(pr), now)
             refresh = refresh_check or (old is not None and old.refresh_check)
-            mark = Mark(pr.upstream_repo, pr.pr_number, token, watermark, refresh)
+            # An announcement without a watermark (a webhook) keeps the replicator's: still worth checking.
+            kept = watermark or (old.watermark if old is not None else None)
+            mark = Mark(pr.upstream_repo, pr.pr_number, token, kept, refresh)
             self._data.marks[_key(pr)] = (mark, now + MARK_TTL_SECONDS)
         return token
 
@@ -93,13 +95,14 @@ class MemoryBotState:
         with self._data.lock:
             return [mark for mark, expires in self._data.marks.values() if expires > now]
 
-    def clear(self, mark: Mark) -> bool:
+    def clear(self, mark: Mark) -> Mark | None:
+        key = (mark.upstream_repo, mark.pr_number)
         with self._data.lock:
-            current = self._live_mark((mark.upstream_repo, mark.pr_number), self._clock.wall())
-            if current is None or current.token != mark.token:
-                return False
-            del self._data.marks[(mark.upstream_repo, mark.pr_number)]
-            return True
+            current = self._live_mark(key, self._clock.wall())
+            if current is not None and current.token != mark.token:
+                return current
+            self._data.marks.pop(key, None)
+            return None
 
     def _live_mark(self, key: PrKey, now: float) -> Mark | None:
         found = self._data.marks.get(key)
@@ -114,10 +117,9 @@ class MemoryBotState:
             if item.owner is not None and item.lease_expires >= now:
                 return Busy(item.owner, item.lease_expires - now)
             if item.expires_at <= now:
-                item.memo = PrMemo()  # expired: as if DynamoDB's TTL had deleted it
+                item.memo = PrMemo()  # the last record expired: as if DynamoDB's TTL had deleted it
             item.token += 1
             item.owner, item.lease_expires = owner, now + seconds
-            item.expires_at = max(item.expires_at, now + PR_TTL_SECONDS)
             return Lease(pr.upstream_repo, pr.pr_number, owner, item.token, item.lease_expires, sent + seconds,
                          item.memo)
 

@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from sql.bot_state import Watermark
 from sql.records import parse_time
 from sql.warehouse import Warehouse
 
@@ -91,14 +92,13 @@ class PrState:
             {"repo": upstream_repo, "sha": head_sha})
         return sorted({int(row["pr_number"]) for row in rows if int(row["pr_number"]) > 0})
 
-    def changed_prs(self, since: datetime) -> list[tuple[str, int, datetime]]:
-        """PRs with a result received at or after ``since``: (repo, number, newest receipt)."""
+    def shows(self, upstream_repo: str, pr_number: int, watermark: Watermark) -> bool:
+        """Whether the warehouse has the announced row (its key at that version or newer) for this PR."""
         rows = self._warehouse.query(
-            "SELECT upstream_repo AS repo, pr_number AS pr, max(received_at) AS newest FROM oot_job_results"
-            " WHERE received_at >= {since:DateTime64(3, 'UTC')} AND pr_number > 0 AND deleted = 0"
-            " GROUP BY upstream_repo, pr_number",
-            {"since": since})
-        return [(str(r["repo"]), int(r["pr"]), _aware(r["newest"])) for r in rows]
+            "SELECT count() AS n FROM oot_job_results WHERE upstream_repo = {repo:String}"
+            " AND pr_number = {pr:UInt64} AND key = {key:String} AND version >= {version:UInt64}",
+            {"repo": upstream_repo, "pr": pr_number, "key": watermark.key, "version": watermark.version})
+        return bool(rows) and int(rows[0]["n"]) > 0
 
     # --- installations -----------------------------------------------------------------------------
     def load_installations(self) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from bot.clock import Clock, RealClock
 from bot.context import AllowlistWatch, HandlerContext
-from bot.github import GitHubApi, GitHubError, NotFound
+from bot.github import DEFAULT_CALL_SECONDS, GitHubApi, GitHubError, NotFound
 from bot.handlers import build_router
 from bot.handlers.results import on_results
+from bot.leases import LeaseConfig, Leases
 from bot.logfmt import get_logger
 from bot.memory_state import MemoryBotState
 from bot.oncall import notify
@@ -24,17 +24,11 @@ from bot.webhook import WebhookReceiver
 from bot.writer import Writer
 from policy.pr_policy import DEFAULT_POLICY, PrPolicy
 from renderers.markdown import CHECK_RUN_NAME
-from sql.bot_state import BotState
+from sql.bot_state import BotState, Watermark
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
 log = get_logger("oot_hud.bot")
-
-
-# Results replicated by another process (the DynamoDB stream Lambda) are not announced here: the sweep
-# polls the warehouse for them. The overlap covers replication lag; the lookback a restart.
-POLL_OVERLAP = timedelta(minutes=10)
-POLL_LOOKBACK = timedelta(hours=1)
 
 
 class Bot:
@@ -49,15 +43,18 @@ class Bot:
                  app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0, sweep: float = 60.0,
                  public_url: str = "http://127.0.0.1:8000", silence_hours: float = 6.0,
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
-                 render: RenderSync | None = None, poll_results: bool = False,
+                 render: RenderSync | None = None,
                  allowlist_watch: AllowlistWatch | None = None,
-                 bot_state: BotState | None = None, policy: Callable[[], PrPolicy] | None = None) -> None:
+                 bot_state: BotState | None = None, policy: Callable[[], PrPolicy] | None = None,
+                 shared: bool = False, lease: LeaseConfig | None = None,
+                 github_timeout: float = DEFAULT_CALL_SECONDS, instance: str | None = None) -> None:
         self.clock = clock or RealClock()
         self.state = PrState(warehouse)
         # Leases, the PR's GitHub ids, set-once records and delivery ids; in memory for one process.
         self.bot_state: BotState = bot_state or MemoryBotState(self.clock)
-        self.github = (GitHubApi(app_id, private_key, base_url=api_url, transport=transport, clock=self.clock)
-                       if app_id and private_key else None)
+        timeout = httpx.Timeout(github_timeout, connect=min(5.0, github_timeout))
+        self.github = (GitHubApi(app_id, private_key, base_url=api_url, timeout=timeout, transport=transport,
+                                 clock=self.clock, deadline=github_timeout) if app_id and private_key else None)
         render_sync = render or warehouse_renderer(warehouse, silence_hours=silence_hours, public_url=public_url,
                                                    policy=policy or (lambda: DEFAULT_POLICY))
         self._rechecks: dict[tuple[str, int], asyncio.TimerHandle] = {}
@@ -68,8 +65,11 @@ class Bot:
             return rendered
 
         self._render: Render = render_async
+        # Shared state (several instances): PRs are claimed through leases, changes learned from the marks.
+        self.leases = Leases(self.bot_state, self.clock, lease, owner=instance) if shared else None
         self.writer = Writer(render=self._render, github=self.github, installation_for=self._installation_for,
-                             app_slug=app_slug, debounce=debounce, pace=pace, clock=self.clock)
+                             app_slug=app_slug, debounce=debounce, pace=pace, clock=self.clock, leases=self.leases,
+                             watermark_visible=self._watermark_visible)
         self.writer.after_write = self._notify_oncalls
         self.sweep_seconds = sweep
         self.on_results: Callable[[PrRef], None] = on_results(self.writer.mark_dirty)
@@ -78,11 +78,9 @@ class Bot:
             check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None,
             allowlist=allowlist_watch, bot_state=self.bot_state))
         self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn, first_delivery=self._first_delivery)
-        self.poll_results = poll_results
-        self._polled_at: datetime | None = None
-        self._seen: dict[tuple[str, int], datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -133,7 +131,15 @@ class Bot:
     async def _first_delivery(self, delivery_id: str) -> bool:
         if isinstance(self.bot_state, MemoryBotState):
             return self.bot_state.first_delivery(delivery_id)
-        return await asyncio.to_thread(self.bot_state.first_delivery, delivery_id)
+        try:
+            return await asyncio.to_thread(self.bot_state.first_delivery, delivery_id)
+        except Exception as exc:  # handling a delivery twice is harmless (marks, idempotent heads); losing one is not
+            log.warning("delivery de-duplication unavailable; handling the delivery",
+                        extra={"delivery_id": delivery_id, "error": str(exc)})
+            return True
+
+    async def _watermark_visible(self, repo: str, number: int, watermark: Watermark) -> bool:
+        return await asyncio.to_thread(self.state.shows, repo, number, watermark)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run webhook work in the background, keeping a reference until it ends."""
@@ -149,7 +155,10 @@ class Bot:
         except Exception:
             log.exception("could not load installations; they will be learned again")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="oot-bot sweep")
-        log.info("bot started", extra={"dry_run": self.dry_run})
+        if self.leases is not None and not self.dry_run:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="oot-bot marks")
+        log.info("bot started", extra={"dry_run": self.dry_run, "shared": self.leases is not None,
+                                       "instance": self.leases.owner if self.leases else ""})
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -158,28 +167,20 @@ class Bot:
                 count = await self.writer.sweep_once()
                 if count:
                     log.info("sweep re-marked failed PRs", extra={"prs": count})
-                if self.poll_results:
-                    await self.poll_once()
             except Exception:
                 log.exception("sweep failed")
 
-    async def poll_once(self, now: datetime | None = None) -> int:
-        """Mark PRs whose results arrived since the last poll (replicated elsewhere); returns how many."""
-        now = now or datetime.now(UTC)
-        since = (self._polled_at or now - POLL_LOOKBACK) - POLL_OVERLAP
-        changed = await asyncio.to_thread(self.state.changed_prs, since)
-        marked = 0
-        for repo, number, newest in changed:
-            seen = self._seen.get((repo, number))
-            if seen is None or newest > seen:
-                self._seen[(repo, number)] = newest
-                self.writer.mark_dirty(PrRef(repo, number))
-                marked += 1
-        self._seen = {key: when for key, when in self._seen.items() if when >= since}
-        self._polled_at = now
-        if marked:
-            log.info("poll found changed PRs", extra={"prs": marked})
-        return marked
+    async def _poll_loop(self) -> None:
+        """Read the shared marks every ``LeaseConfig.poll`` seconds (one DynamoDB Query each)."""
+        assert self.leases is not None
+        while True:
+            try:
+                marked = await self.writer.poll_marks()
+                if marked:
+                    log.debug("marks polled", extra={"prs": marked})
+            except Exception as exc:
+                log.warning("could not read the shared marks", extra={"error": str(exc)})
+            await self.clock.sleep(self.leases.config.poll)
 
     async def drain(self) -> None:
         """Wait for in-flight webhook work and every pending PR write (tests, benchmark)."""
@@ -191,10 +192,11 @@ class Bot:
         for handle in self._rechecks.values():
             handle.cancel()
         self._rechecks.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for loop_task in (self._sweeper, self._poller):
+            if loop_task is not None:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -5,12 +5,20 @@ the debounce window (at most ``max_delay`` after the first mark), renders the PR
 and syncs the sticky comment and the check run. Content-creating calls go through the installation's
 ``Pacer``; GitHub's "slow down" answers block the installation, other failures are retried briefly and
 then left to the periodic sweep, so nothing blocks other PRs.
+
+With ``leases`` (several instances on shared state) a PR's task first claims the PR's write lease, keeps
+it alive while it debounces and before every GitHub write (``bot.leases``), waits until the warehouse shows
+the announced change (the mark's watermark), and at the end records the PR's ids and hashes fenced by the
+lease and clears the mark it answered; a newer mark makes it loop. Marks arrive from ``poll_marks`` (the
+shared state, read every ``LeaseConfig.poll`` seconds) and from this instance's own triggers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import threading
 from collections import Counter
@@ -19,10 +27,12 @@ from typing import Any, TypeVar
 
 from bot.clock import Clock, RealClock
 from bot.github import GitHubApi, GitHubError, NotFound, RateLimited, Transient, Unprocessable
+from bot.leases import Leases
 from bot.logfmt import get_logger
 from bot.pacing import Pacer
 from bot.render import Render, Rendered
 from renderers.markdown import COMMENT_MARKER, CheckRunOutput
+from sql.bot_state import Busy, Lease, LeaseLost, Mark, PrMemo, Watermark
 from sql.records import PrRef
 
 log = get_logger("oot_hud.bot.writer")
@@ -34,13 +44,30 @@ TRANSIENT_BACKOFF_SECONDS = 2.0
 MAX_DELAY_FACTOR = 10  # a PR that never goes quiet is still written every debounce x this
 MAX_SLOTS = 20_000  # PRs remembered (cached comment/check ids); idle ones beyond this are forgotten
 
+WATERMARK_WAIT_SECONDS = 10.0  # how long a render waits for the warehouse to show the announced change
+BUSY_RETRY_MIN_SECONDS = 0.2
+
 InstallationLookup = Callable[[str], Awaitable[int | None]]
+WatermarkCheck = Callable[[str, int, Watermark], Awaitable[bool]]
+
+
+class NotYetVisible(RuntimeError):
+    """The warehouse does not show the announced change yet: do not render a stale state; retry later."""
+
+
+def digest(text: str | None) -> str | None:
+    """What is kept of a body: its SHA-256 (shared state holds no PR text)."""
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 @dataclasses.dataclass
 class CheckEntry:
     check_run_id: int
-    payload: dict[str, Any] | None  # what GitHub holds (None: unknown, found after a restart)
+    payload_hash: str | None  # digest of what GitHub holds (None: unknown, found after a restart)
 
 
 @dataclasses.dataclass
@@ -55,15 +82,35 @@ class PrSlot:
     task: asyncio.Task[None] | None = None
     failed: bool = False
     comment_id: int | None = None
-    comment_body: str | None = None  # the body GitHub holds
-    comment_source: str | None = None  # the rendered body that produced it (differs after a 422 fallback)
+    comment_hash: str | None = None  # digest of the body GitHub holds
+    source_hash: str | None = None  # digest of the rendered body that produced it (differs after a 422 fallback)
     checks: dict[str, CheckEntry] = dataclasses.field(default_factory=dict)
     last_rendered: Rendered | None = None
     cycles: int = 0  # completed write cycles (dry-run ones included)
+    # Shared state only: the lease held, the newest mark seen (what a render answers), when last marked.
+    lease: Lease | None = None
+    mark: Mark | None = None
+    marked_at: float = 0.0
 
     @property
     def label(self) -> str:
         return f"{self.repo}#{self.number}"
+
+    @property
+    def pr(self) -> PrRef:
+        return PrRef(self.repo, self.number)
+
+    def memo(self) -> PrMemo:
+        sha, entry = next(iter(self.checks.items()), (None, None))
+        return PrMemo(comment_id=self.comment_id, comment_hash=self.comment_hash, source_hash=self.source_hash,
+                      check_sha=sha, check_run_id=entry.check_run_id if entry else None,
+                      check_hash=entry.payload_hash if entry else None)
+
+    def load(self, memo: PrMemo) -> None:
+        """Take the shared state's view of the PR's GitHub objects (another instance may have written)."""
+        self.comment_id, self.comment_hash, self.source_hash = memo.comment_id, memo.comment_hash, memo.source_hash
+        self.checks = ({memo.check_sha: CheckEntry(memo.check_run_id, memo.check_hash)}
+                       if memo.check_sha and memo.check_run_id else {})
 
 
 def check_payload(check: CheckRunOutput, *, create: bool) -> dict[str, Any]:
@@ -86,7 +133,9 @@ class Writer:
     def __init__(self, *, render: Render, github: GitHubApi | None, installation_for: InstallationLookup,
                  app_slug: str | None = None, debounce: float = 3.0, pace: float = 1.0,
                  max_delay: float | None = None, clock: Clock | None = None,
-                 transient_retries: int = TRANSIENT_RETRIES, rate_limit_retries: int = RATE_LIMIT_RETRIES) -> None:
+                 transient_retries: int = TRANSIENT_RETRIES, rate_limit_retries: int = RATE_LIMIT_RETRIES,
+                 leases: Leases | None = None, watermark_visible: WatermarkCheck | None = None,
+                 watermark_wait: float = WATERMARK_WAIT_SECONDS) -> None:
         self._render = render
         self._github = github
         self._installation_for = installation_for
@@ -101,6 +150,11 @@ class Writer:
         self._rate_limit_retries = rate_limit_retries
         self._slots: dict[tuple[str, int], PrSlot] = {}
         self._pacers: dict[int, Pacer] = {}
+        # Shared state (several instances): None in the single process, and in a dry run (nothing to write).
+        self._leases = leases if github is not None else None
+        self._watermark_visible = watermark_visible
+        self._watermark_wait = watermark_wait
+        self._announcing: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.writes: Counter[str] = Counter()
@@ -117,14 +171,72 @@ class Writer:
     # --- triggers ----------------------------------------------------------------------------------
     def mark_dirty(self, pr: PrRef) -> None:
         """Results (or the PR) changed: re-render after the debounce window. Trunk results are ignored."""
+        self._trigger(pr, refresh=False)
+
+    def refresh(self, pr: PrRef) -> None:
+        """A human asked for a re-run of the check: re-send it even when nothing changed."""
+        self._trigger(pr, refresh=True)
+
+    def _trigger(self, pr: PrRef, *, refresh: bool) -> None:
         if pr.pr_number <= 0 or not pr.upstream_repo:
             return
         if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._mark, pr.upstream_repo, pr.pr_number)
+            self._loop.call_soon_threadsafe(self._on_loop, pr.upstream_repo, pr.pr_number, refresh)
         else:
-            self._mark(pr.upstream_repo, pr.pr_number)
+            self._on_loop(pr.upstream_repo, pr.pr_number, refresh)
 
-    def _mark(self, repo: str, number: int) -> None:
+    def _on_loop(self, repo: str, number: int, refresh: bool) -> None:
+        if self._leases is None:
+            if refresh and (slot := self._slots.get((repo, number))) is not None:
+                for entry in slot.checks.values():
+                    entry.payload_hash = None
+            self._mark(repo, number)
+            return
+        # Shared state: whichever instance holds (or next claims) the PR's lease must hear of it.
+        task = asyncio.get_running_loop().create_task(self._announce(repo, number, refresh),
+                                                      name=f"oot-announce {repo}#{number}")
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, repo: str, number: int, refresh: bool) -> None:
+        assert self._leases is not None
+        try:
+            token = await asyncio.to_thread(self._leases.state.announce, PrRef(repo, number), refresh_check=refresh)
+        except Exception as exc:
+            log.warning("could not announce a PR change to the shared state; writing it from here",
+                        extra={"pr": f"{repo}#{number}", "error": str(exc)})
+            token = ""
+        slot = self._mark(repo, number)
+        if token and (slot.mark is None or slot.mark.token != token):
+            old = slot.mark
+            slot.mark = Mark(repo, number, token, old.watermark if old else None,
+                             refresh or bool(old and old.refresh_check))
+
+    async def poll_marks(self) -> int:
+        """Read the shared marks once: mark PRs announced since the last poll (and PRs left pending for a
+        lease's length with nobody here on them); returns how many were marked."""
+        if self._leases is None:
+            return 0
+        marks = await asyncio.to_thread(self._leases.state.pending)
+        now = self._clock.monotonic()
+        seen = set()
+        marked = 0
+        for mark in marks:
+            seen.add((mark.upstream_repo, mark.pr_number))
+            slot = self._slots.get((mark.upstream_repo, mark.pr_number))
+            fresh = slot is None or slot.mark is None or slot.mark.token != mark.token
+            stuck = slot is not None and slot.task is None and now - slot.marked_at >= self._leases.config.seconds
+            if slot is not None:
+                slot.mark = mark
+            if fresh or stuck:
+                self._mark(mark.upstream_repo, mark.pr_number).mark = mark
+                marked += 1
+        for key, slot in self._slots.items():
+            if key not in seen and slot.lease is None:
+                slot.mark = None  # rendered and cleared (here or elsewhere)
+        return marked
+
+    def _mark(self, repo: str, number: int) -> PrSlot:
         slot = self._slots.get((repo, number))
         if slot is None:
             self._forget_idle()
@@ -133,9 +245,10 @@ class Writer:
         if not slot.dirty:
             slot.first_dirty = now
         slot.dirty = True
-        slot.last_dirty = now
+        slot.last_dirty = slot.marked_at = now
         if slot.task is None:
             slot.task = asyncio.get_running_loop().create_task(self._run(slot), name=f"oot-writer {slot.label}")
+        return slot
 
     def _forget_idle(self) -> None:
         """Bound memory: drop the oldest idle PRs (a forgotten PR finds its comment again by paging)."""
@@ -159,13 +272,18 @@ class Writer:
             self._mark(slot.repo, slot.number)
         return len(again)
 
+    @property
+    def busy(self) -> bool:
+        """A change is being announced or a PR written (or waiting for its lease)."""
+        return bool(self._announcing) or any(slot.task is not None for slot in self._slots.values())
+
     async def idle(self) -> None:
         """Wait until no PR is dirty or being written (tests, benchmark, shutdown)."""
-        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
+        while tasks := [*self._announcing, *(slot.task for slot in self._slots.values() if slot.task is not None)]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
-        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        tasks = [*self._announcing, *(slot.task for slot in self._slots.values() if slot.task is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -174,20 +292,86 @@ class Writer:
     async def _run(self, slot: PrSlot) -> None:
         try:
             while slot.dirty:
-                while (wait := min(slot.last_dirty + self.debounce, slot.first_dirty + self.max_delay)
-                       - self._clock.monotonic()) > 0:
-                    await self._clock.sleep(wait)
+                if self._leases is not None and slot.lease is None and not await self._claim(slot):
+                    slot.dirty = False
+                    break
+                await self._debounce(slot)
                 slot.dirty = False
+                mark = slot.mark
                 try:
                     await self._cycle(slot)
                     slot.failed = False
+                except LeaseLost as exc:
+                    # Another instance took the PR over (this one stalled past its lease): it writes now.
+                    log.warning("lease lost; leaving the PR to its new holder", extra={"pr": slot.label,
+                                                                                      "error": str(exc)})
+                    slot.lease = None
+                    continue
                 except Exception as exc:
                     slot.failed = True
-                    level = logging.WARNING if isinstance(exc, GitHubError) else logging.ERROR
-                    log.log(level, "PR write failed; the sweep will retry", exc_info=not isinstance(exc, GitHubError),
+                    level = logging.WARNING if isinstance(exc, GitHubError | NotYetVisible) else logging.ERROR
+                    log.log(level, "PR write failed; the sweep will retry",
+                            exc_info=not isinstance(exc, GitHubError | NotYetVisible),
                             extra={"pr": slot.label, "error": str(exc)})
+                if self._leases is not None and slot.lease is not None:
+                    await self._finish(slot, mark)
         finally:
             slot.task = None
+            if slot.lease is not None and self._leases is not None:
+                lease, slot.lease = slot.lease, None
+                try:
+                    await self._leases.release(lease)
+                except Exception:  # it expires by itself
+                    log.warning("could not release a lease", extra={"pr": slot.label})
+
+    async def _debounce(self, slot: PrSlot) -> None:
+        """Wait until the PR has been quiet for the debounce window (at most ``max_delay`` after the first
+        mark), keeping the lease alive meanwhile."""
+        while (wait := min(slot.last_dirty + self.debounce, slot.first_dirty + self.max_delay)
+               - self._clock.monotonic()) > 0:
+            if self._leases is not None and slot.lease is not None:
+                config = self._leases.config
+                slot.lease = await self._leases.keep(slot.lease, config.keep_above)
+                wait = min(wait, max(0.0, slot.lease.remaining(self._clock.monotonic()) - config.keep_above) + 0.01)
+            await self._clock.sleep(wait)
+
+    async def _claim(self, slot: PrSlot) -> bool:
+        """Take the PR's lease, waiting while another instance holds it and the mark is still pending.
+        False when there is nothing left to do here (the mark was cleared by its holder)."""
+        assert self._leases is not None
+        while True:
+            found = await self._leases.claim(slot.pr)
+            if isinstance(found, Lease):
+                slot.lease = found
+                slot.load(found.memo)
+                return True
+            await self._wait_for_holder(found)
+            if slot.mark is None:
+                return False
+
+    async def _wait_for_holder(self, busy: Busy) -> None:
+        assert self._leases is not None
+        # Until the holder's lease would expire (by this clock): a live holder clears the mark before that.
+        await self._clock.sleep(min(max(busy.expires_in + 0.05, BUSY_RETRY_MIN_SECONDS), self._leases.config.seconds))
+
+    async def _finish(self, slot: PrSlot, mark: Mark | None) -> None:
+        """Record the PR's ids (fenced) and give the lease up; clear the mark this cycle answered unless the
+        cycle failed. A newer mark makes the task loop (claim again, debounce, render)."""
+        assert self._leases is not None and slot.lease is not None
+        lease, slot.lease = slot.lease, None
+        try:
+            newer = await self._leases.finish(lease, slot.memo(), mark, clear=not slot.failed)
+        except LeaseLost as exc:
+            log.warning("lease lost before recording; the new holder renders again", extra={"pr": slot.label,
+                                                                                            "error": str(exc)})
+            return
+        except Exception as exc:  # DynamoDB trouble: the mark stays, so this PR is rendered again
+            slot.failed = True
+            log.warning("could not record the PR's state", extra={"pr": slot.label, "error": str(exc)})
+            return
+        if newer is not None:
+            slot.mark = newer
+            self._mark(slot.repo, slot.number)
 
     async def _cycle(self, slot: PrSlot) -> None:
         slot.cycles += 1
@@ -196,6 +380,13 @@ class Writer:
             # comment and check run on demand (rendering every busy PR here cost ingest most of its CPU).
             log.debug("dry-run: nothing sent", extra={"pr": slot.label})
             return
+        mark = slot.mark if self._leases is not None else None
+        if mark is not None:
+            if mark.refresh_check:
+                for entry in slot.checks.values():
+                    entry.payload_hash = None
+            if mark.watermark is not None:
+                await self._await_watermark(slot, mark.watermark)
         rendered = await self._render(slot.repo, slot.number)
         slot.last_rendered = rendered
         if rendered.comment is None and rendered.check is None:
@@ -218,6 +409,18 @@ class Writer:
         return await self._call(installation, "comment.create",
                                 lambda: github.create_comment(installation, repo, number, body), write=True)
 
+    async def _await_watermark(self, slot: PrSlot, watermark: Watermark) -> None:
+        """Return once the warehouse shows the announced row (a replica may lag the insert that landed)."""
+        if self._watermark_visible is None:
+            return
+        deadline = self._clock.monotonic() + self._watermark_wait
+        delay = 0.1
+        while not await self._watermark_visible(slot.repo, slot.number, watermark):
+            if self._clock.monotonic() + delay > deadline:
+                raise NotYetVisible(f"the warehouse does not show {watermark.key} v{watermark.version} yet")
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
     # --- GitHub calls with pacing and retries ------------------------------------------------------
     def pacer(self, installation_id: int) -> Pacer:
         pacer = self._pacers.get(installation_id)
@@ -225,12 +428,16 @@ class Writer:
             pacer = self._pacers[installation_id] = Pacer(self.pace, self._clock)
         return pacer
 
-    async def _call(self, installation_id: int, what: str, fn: Callable[[], Awaitable[T]], *, write: bool) -> T:
+    async def _call(self, installation_id: int, what: str, fn: Callable[[], Awaitable[T]], *, write: bool,
+                    slot: PrSlot | None = None) -> T:
+        """One GitHub call; a write waits for its pacing slot and (shared state) enough lease time."""
         pacer = self.pacer(installation_id)
         transient = limited = 0
         while True:
             if write:
                 await pacer.slot()
+                if self._leases is not None and slot is not None and slot.lease is not None:
+                    slot.lease = await self._leases.before_write(slot.lease)
             elif (blocked := pacer.blocked_for) > 0:
                 await self._clock.sleep(blocked)
             try:
@@ -287,43 +494,45 @@ class Writer:
         if slot.comment_id is None:
             ours = await self._our_comments(slot, installation)
             if ours:
-                slot.comment_id, slot.comment_body, slot.comment_source = int(ours[0]["id"]), ours[0]["body"], None
+                slot.comment_id, slot.comment_hash = int(ours[0]["id"]), digest(ours[0]["body"])
+                slot.source_hash = None
                 await self._delete_extra(slot, installation, ours[1:])
-        if slot.comment_id is not None and body in (slot.comment_body, slot.comment_source):
+        if slot.comment_id is not None and digest(body) in (slot.comment_hash, slot.source_hash):
             return  # unchanged: no call
         if slot.comment_id is not None:
             comment_id = slot.comment_id
             try:
                 sent = await self._with_fallback(body, short, lambda text: self._call(
                     installation, "comment.update",
-                    lambda: github.update_comment(installation, slot.repo, comment_id, text), write=True))
-                slot.comment_body, slot.comment_source = sent, body
+                    lambda: github.update_comment(installation, slot.repo, comment_id, text), write=True, slot=slot))
+                slot.comment_hash, slot.source_hash = digest(sent), digest(body)
                 return
             except NotFound:
                 log.info("sticky comment was deleted; creating a new one", extra={"pr": slot.label})
-                slot.comment_id = slot.comment_body = slot.comment_source = None
+                slot.comment_id = slot.comment_hash = slot.source_hash = None
         sent_holder: dict[str, Any] = {}
 
         async def create(text: str) -> str:
             sent_holder["comment"] = await self._call(
                 installation, "comment.create",
-                lambda: github.create_comment(installation, slot.repo, slot.number, text), write=True)
+                lambda: github.create_comment(installation, slot.repo, slot.number, text), write=True, slot=slot)
             return text
 
         sent = await self._with_fallback(body, short, create)
         created = sent_holder["comment"]
-        slot.comment_id, slot.comment_body, slot.comment_source = int(created["id"]), sent, body
+        slot.comment_id, slot.comment_hash, slot.source_hash = int(created["id"]), digest(sent), digest(body)
         # No conditional writes on GitHub: another writer may have created one too. Keep the oldest.
         ours = await self._our_comments(slot, installation)
         if ours and (len(ours) > 1 or int(ours[0]["id"]) != slot.comment_id):
             keep = ours[0]
             await self._delete_extra(slot, installation, [c for c in ours if c is not keep])
-            slot.comment_id, slot.comment_body = int(keep["id"]), keep.get("body")
-            if slot.comment_body != sent:
+            slot.comment_id, slot.comment_hash = int(keep["id"]), digest(keep.get("body"))
+            if slot.comment_hash != digest(sent):
                 keep_id = slot.comment_id
                 await self._call(installation, "comment.update",
-                                 lambda: github.update_comment(installation, slot.repo, keep_id, sent), write=True)
-                slot.comment_body = sent
+                                 lambda: github.update_comment(installation, slot.repo, keep_id, sent), write=True,
+                                 slot=slot)
+                slot.comment_hash = digest(sent)
 
     async def _delete_extra(self, slot: PrSlot, installation: int, extra: list[dict[str, Any]]) -> None:
         assert self._github is not None
@@ -332,7 +541,8 @@ class Writer:
             comment_id = int(comment["id"])
             try:
                 await self._call(installation, "comment.delete",
-                                 lambda cid=comment_id: github.delete_comment(installation, slot.repo, cid), write=True)
+                                 lambda cid=comment_id: github.delete_comment(installation, slot.repo, cid), write=True,
+                                 slot=slot)
             except NotFound:
                 pass  # already gone
             log.info("duplicate sticky comment deleted", extra={"pr": slot.label, "comment_id": comment_id})
@@ -363,14 +573,16 @@ class Writer:
             if found is not None:
                 entry = CheckEntry(found, None)
         update = check_payload(check, create=False)
+        update_hash = payload_digest(update)
         if entry is not None:
-            if entry.payload == update:
+            if entry.payload_hash == update_hash:
                 return  # unchanged: no call
             check_id = entry.check_run_id
             try:
                 await self._call(installation, "check.update",
-                                 lambda: github.update_check_run(installation, slot.repo, check_id, update), write=True)
-                entry.payload = update
+                                 lambda: github.update_check_run(installation, slot.repo, check_id, update), write=True,
+                                 slot=slot)
+                entry.payload_hash = update_hash
                 slot.checks = {check.head_sha: entry}
                 return
             except (NotFound, Unprocessable) as exc:
@@ -378,14 +590,7 @@ class Writer:
                          extra={"pr": slot.label, "status": exc.status})
         create = check_payload(check, create=True)
         created = await self._call(installation, "check.create",
-                                   lambda: github.create_check_run(installation, slot.repo, create), write=True)
+                                   lambda: github.create_check_run(installation, slot.repo, create), write=True,
+                                   slot=slot)
         # Only the current head's check run is kept: older commits keep theirs as they were.
-        slot.checks = {check.head_sha: CheckEntry(int(created["id"]), update)}
-
-    def refresh(self, pr: PrRef) -> None:
-        """A human asked for a re-run of the check: re-send it even when nothing changed."""
-        slot = self._slots.get((pr.upstream_repo, pr.pr_number))
-        if slot is not None:
-            for entry in slot.checks.values():
-                entry.payload = None
-        self.mark_dirty(pr)
+        slot.checks = {check.head_sha: CheckEntry(int(created["id"]), update_hash)}

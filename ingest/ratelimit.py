@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 PRUNE_EVERY = 1024  # decisions between sweeps of idle buckets, so memory follows active repos only
 
@@ -15,6 +16,14 @@ PRUNE_EVERY = 1024  # decisions between sweeps of idle buckets, so memory follow
 class Decision:
     allowed: bool
     retry_after_s: int = 0  # whole seconds (the Retry-After header), at least 1 when refused
+
+
+class Limiter(Protocol):
+    """What the ingest route asks: may ``key`` (a downstream repository) post one more result now?"""
+
+    per_minute: int
+
+    async def admit(self, key: str) -> Decision: ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -35,6 +44,10 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
         self._decisions = 0
+
+    async def admit(self, key: str) -> Decision:
+        """``Limiter``: this process's own count (one instance, or the embedded default)."""
+        return self.check(key)
 
     def check(self, key: str) -> Decision:
         """Take one token for ``key`` or say how long until one is available."""

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from ingest.auth import authorised
 from ingest.body import BadContentLength, BodyTooLarge, read_capped
 from ingest.extract import ExtractionError, extract
-from ingest.ratelimit import RateLimiter
+from ingest.ratelimit import Limiter
 from ingest.schemas import Accepted, Refused, request_body_schema
 from ingest.stores.base import Outcome, ResultStore
 from renderers.logfmt import kv
@@ -41,7 +41,7 @@ class IngestContext:
 
     store: ResultStore
     relay_tokens: Sequence[str]
-    limiter: RateLimiter
+    limiter: Limiter
     max_body_bytes: int = MAX_BODY_BYTES
     clock: Callable[[], datetime] = _utcnow
 
@@ -125,7 +125,7 @@ async def post_result(request: Request, ctx: IngestContext = Depends(ingest_cont
         _log_refusal(400, str(exc))
         return _refuse(400, str(exc))
 
-    decision = ctx.limiter.check(record.downstream_repo)
+    decision = await ctx.limiter.admit(record.downstream_repo)
     if not decision.allowed:
         _log_refusal(429, "rate limited", verified_repo=record.downstream_repo, dynamoKey=record.key)
         return _refuse(429, f"{record.downstream_repo} is over its limit of {ctx.limiter.per_minute} results a "

@@ -9,7 +9,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bot.webhook import WebhookReceiver, webhook_api
-from ingest.ratelimit import RateLimiter
 from ingest.routes import CONTEXT_STATE as INGEST_CONTEXT_STATE
 from ingest.routes import IngestContext
 from ingest.routes import router as ingest_router
@@ -17,7 +16,7 @@ from oot_hud.pages import router as pages_router
 from oot_hud.pr_pages import router as pr_pages_router
 from oot_hud.publish import router as publish_router
 from oot_hud.query_api import router as query_api_router
-from oot_hud.services import Services, build_services, close_services
+from oot_hud.services import Services, build_limiter, build_services, close_services
 from oot_hud.settings import Settings
 
 
@@ -50,7 +49,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
     # Ingest: one limiter for the app's life; store and tokens come from the running services.
-    limiter = RateLimiter(settings.rate_limit_per_minute)
+    limiter = build_limiter(settings)
 
     def _ingest_context(request: Request) -> IngestContext:
         current: Services = request.app.state.services

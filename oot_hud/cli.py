@@ -65,25 +65,29 @@ def _print_banner(settings: Settings, url: str, generated: str | None) -> None:
 
 
 def _dynamo(args: argparse.Namespace, settings: Settings) -> int:
-    """``oot-hud dynamo create-table``: the results table with its NEW_AND_OLD_IMAGES stream."""
+    """``oot-hud dynamo create-table``: the results table with its NEW_AND_OLD_IMAGES stream, and the bot's
+    state table beside it (leases, the PRs' GitHub ids, marks, delivery ids, rate-limit counters)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ingest.dynamo_schema import create_table, stream_arn
+    from ingest.dynamo_schema import create_state_table, create_table, state_table_name, stream_arn
     from ingest.stores.dynamo import client_config
 
     table = args.table or settings.dynamo_table
     if not table:
         print("oot-hud: name the table with --table or OOT_HUD_DYNAMO_TABLE", file=sys.stderr)
         return 2
+    state = settings.dynamo_state_table or state_table_name(table)
     client = boto3.client("dynamodb", config=client_config())
     try:
         created = create_table(client, table)
         arn = stream_arn(client, table)
+        state_created = create_state_table(client, state)
     except (BotoCoreError, ClientError) as exc:
-        print(f"oot-hud: cannot create table {table}: {type(exc).__name__}", file=sys.stderr)
+        print(f"oot-hud: cannot create table {table} or {state}: {type(exc).__name__}", file=sys.stderr)
         return 1
     print(f"table {table} {'created' if created else 'already exists'}; stream {arn}", flush=True)
+    print(f"state table {state} {'created' if state_created else 'already exists'} (TTL on expires_at)", flush=True)
     return 0
 
 
@@ -157,7 +161,7 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
 
     from ingest.dynamo_schema import stream_arn
     from ingest.stores.dynamo import client_config
-    from oot_hud.services import open_warehouse
+    from oot_hud.services import open_warehouse, replicator_announcer
     from replicator.checkpoints import CheckpointError, FileCheckpoints
     from replicator.follower import StreamFollower
     from replicator.pipeline import Replicator
@@ -187,6 +191,7 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     retry = _insert_retry(settings)
+    announce = replicator_announcer(settings)  # the bot's shared marks: PRs re-rendered within seconds
     failed: list[str] = []
 
     def follow(follower: StreamFollower) -> None:
@@ -208,7 +213,7 @@ def _replicate_follow(args: argparse.Namespace, settings: Settings) -> int:
                 for table, destination in routes.items():
                     follower = StreamFollower(
                         streams, arns[table], table,
-                        Replicator.for_warehouse(warehouse, {table: destination}, retry=retry),
+                        Replicator.for_warehouse(warehouse, {table: destination}, retry=retry, on_changes=announce),
                         checkpoints[table], _reconcile_job(settings, dynamodb, warehouse, table), stop=stop)
                     print(f"following {arns[table]} into {warehouse.kind} table {destination}; "
                           f"checkpoints in {checkpoints[table].path}", flush=True)
@@ -256,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     dynamo = sub.add_parser("dynamo", help="DynamoDB administration")
     dynamo_sub = dynamo.add_subparsers(dest="dynamo_command", required=True)
-    create = dynamo_sub.add_parser("create-table", help="create the results table with a NEW_AND_OLD_IMAGES stream")
-    create.add_argument("--table", default=None, help="table name (default: OOT_HUD_DYNAMO_TABLE)")
+    create = dynamo_sub.add_parser("create-table", help="create the results table (with a NEW_AND_OLD_IMAGES "
+                                   "stream) and the bot's state table")
+    create.add_argument("--table", default=None, help="results table name (default: OOT_HUD_DYNAMO_TABLE; the "
+                        "state table: OOT_HUD_DYNAMO_STATE_TABLE, or this name + '-state')")
     replicate = sub.add_parser("replicate", help="DynamoDB stream -> warehouse (table: OOT_HUD_DYNAMO_TABLE)")
     mode = replicate.add_mutually_exclusive_group(required=True)
     mode.add_argument("--follow", action="store_true", help="follow the table's stream until stopped")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from ingest.ratelimit import Limiter, RateLimiter
 from ingest.stores.base import OnChange, ResultStore
 from oot_hud.allowlist_source import AllowlistSource, parse_location
 from oot_hud.settings import Settings
 from oot_hud.trunk_warmer import TrunkWarmer
 from policy.gate import GateConfig
 from policy.pr_policy import PrPolicy
+from sql.bot_state import Announcement, BotState
 from sql.records import PrRef
 from sql.warehouse import Warehouse
 
@@ -116,17 +118,51 @@ def build_allowlist(settings: Settings, bot: Callable[[], Bot | None]) -> Allowl
 def build_bot(settings: Settings, warehouse: Warehouse, allowlist: AllowlistSource | None = None,
               policy: Callable[[], PrPolicy] | None = None) -> Bot:
     """The GitHub App; without App credentials it runs dry (renders, posts nothing)."""
+    from bot.leases import LeaseConfig
     from bot.service import Bot
 
     secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
+    shared = build_bot_state(settings)
     return Bot(warehouse=warehouse, app_id=settings.github_app_id if settings.github_enabled else None,
                private_key=settings.private_key_pem() if settings.github_enabled else None,
                webhook_secret=secret, api_url=settings.github_api_url, app_slug=settings.github_app_slug,
                debounce=settings.bot_debounce_seconds, pace=settings.bot_pace_seconds,
                sweep=settings.bot_sweep_seconds, public_url=settings.public_url,
                silence_hours=settings.silence_hours,
-               # DynamoDB path: the stream replicator runs elsewhere and cannot announce to this process.
-               poll_results=bool(settings.dynamo_table), allowlist_watch=allowlist, policy=policy)
+               allowlist_watch=allowlist, policy=policy, bot_state=shared, shared=shared is not None,
+               lease=LeaseConfig(seconds=settings.bot_lease_seconds, poll=settings.bot_poll_seconds,
+                                 write_bound=settings.bot_github_timeout_seconds + settings.bot_clock_skew_seconds),
+               github_timeout=settings.bot_github_timeout_seconds)
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    """The per-repository rate limit: counted in the shared state table when several instances may run
+    (DynamoDB path), else by this process alone."""
+    table = settings.state_table()
+    if table is None:
+        return RateLimiter(settings.rate_limit_per_minute)
+    import boto3
+
+    from ingest.stores.dynamo import client_config
+    from ingest.stores.dynamo_ratelimit import DynamoRateLimiter
+
+    return DynamoRateLimiter(boto3.client("dynamodb", config=client_config()), table, settings.rate_limit_per_minute)
+
+
+def replicator_announcer(settings: Settings) -> Callable[[Sequence[Announcement]], object] | None:
+    """What the replicator (follower or Lambda) calls after a batch landed: the bot's shared marks."""
+    state = build_bot_state(settings)
+    return state.announce_all if state is not None else None
+
+
+def build_bot_state(settings: Settings) -> BotState | None:
+    """The DynamoDB state table every instance shares (DynamoDB path); None: this process's memory."""
+    table = settings.state_table()
+    if table is None:
+        return None
+    from ingest.stores.dynamo_bot_state import DynamoBotState
+
+    return DynamoBotState.from_environment(table)
 
 
 async def build_services(settings: Settings) -> Services:

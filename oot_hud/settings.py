@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     bot_debounce_seconds: float = Field(3.0, ge=0)
     bot_pace_seconds: float = Field(1.0, ge=0, description="gap between content-creating calls per installation")
     bot_sweep_seconds: float = Field(60.0, gt=0)
+    # Several instances (DynamoDB): see docs/bot.md "Several instances" for how these bound each other.
+    dynamo_state_table: str | None = Field(None, description="the bot's shared state table; default "
+                                                             "<OOT_HUD_DYNAMO_TABLE>-state")
+    bot_lease_seconds: float = Field(30.0, gt=0, description="per-PR write lease (a dead instance's PRs wait "
+                                                            "this long)")
+    bot_poll_seconds: float = Field(1.0, gt=0, description="how often each instance reads the shared marks")
+    bot_clock_skew_seconds: float = Field(2.0, ge=0, description="largest wall-clock difference between "
+                                                                "instances the leases allow for")
+    bot_github_timeout_seconds: float = Field(15.0, gt=0, description="longest one GitHub call may take")
 
     public_url: str = Field("http://127.0.0.1:8000", description="base URL of the pages, for links")
 
@@ -54,6 +63,22 @@ class Settings(BaseSettings):
                                                     "once per backend and PR head (docs/bot.md)")
     l3_label_prefix: str = Field("ciflow/crcr/", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_./:+-]+$",
                                  description="the PR label that runs an L3 backend is this + its device")
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_write(self) -> Settings:
+        bound = self.bot_github_timeout_seconds + self.bot_clock_skew_seconds
+        if self.bot_lease_seconds <= bound:
+            raise ValueError(f"OOT_HUD_BOT_LEASE_SECONDS ({self.bot_lease_seconds:g}) must exceed the GitHub "
+                             f"timeout plus the clock skew ({bound:g})")
+        return self
+
+    def state_table(self) -> str | None:
+        """The bot's DynamoDB state table (None on the embedded path)."""
+        if self.dynamo_state_table:
+            return self.dynamo_state_table
+        from ingest.dynamo_schema import state_table_name
+
+        return state_table_name(self.dynamo_table) if self.dynamo_table else None
 
     @field_validator("relay_tokens", mode="before")
     @classmethod

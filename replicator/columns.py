@@ -23,6 +23,7 @@ from operator import floordiv, itemgetter, sub
 from typing import Any
 
 from replicator.convert import source_table_of
+from sql.bot_state import Announcement, Watermark
 from sql.records import (
     COLUMN_NAMES,
     COLUMN_SPECS,
@@ -44,6 +45,7 @@ _KEY = COLUMN_NAMES.index("key")
 _UPSTREAM = COLUMN_NAMES.index("upstream_repo")
 _PR_NUMBER = COLUMN_NAMES.index("pr_number")
 _HEAD_SHA = COLUMN_NAMES.index("head_sha")
+_VERSION = COLUMN_NAMES.index("version")
 _DELETED = COLUMN_NAMES.index("deleted")
 _DICT_ONLY = {dict}
 _STR_ONLY = {str}
@@ -99,6 +101,15 @@ class ColumnBatch:
         triples = dict.fromkeys(zip(self.columns[_UPSTREAM], self.columns[_PR_NUMBER], self.columns[_HEAD_SHA],
                                     strict=True))
         return [PrRef(*triple) for triple in triples]
+
+    def announcements(self) -> list[Announcement]:
+        """One per PR (pull requests only): the PR's last row here as the watermark a render must see."""
+        last: dict[tuple[str, int], Watermark] = {}
+        for repo, number, key, version in zip(self.columns[_UPSTREAM], self.columns[_PR_NUMBER], self.columns[_KEY],
+                                              self.columns[_VERSION], strict=True):
+            if number > 0:
+                last[(repo, number)] = Watermark(key, int(version))
+        return [Announcement(PrRef(repo, number), mark) for (repo, number), mark in last.items()]
 
 
 def convert_columns(records: Sequence[Any], routes: Mapping[str, str],

@@ -37,7 +37,9 @@ class BatchProcessor(Protocol):
 class FollowerConfig:
     batch_limit: int = 1000  # GetRecords' maximum
     idle_initial_s: float = 0.25
-    idle_max_s: float = 10.0  # well below the iterator lifetime (15 min)
+    # An idle shard is read at least once a second: a result reaches its PR's comment within seconds
+    # (docs/bot.md); far below the iterator lifetime (15 min) and GetRecords' 5 calls/s per shard.
+    idle_max_s: float = 1.0
     idle_factor: float = 2.0
     refresh_s: float = 60.0  # DescribeStream this often even if no shard closed (new shards appear)
 

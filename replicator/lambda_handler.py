@@ -53,7 +53,7 @@ def handle(event: Mapping[str, Any], replicator: Replicator) -> dict[str, list[d
 
 def build_replicator() -> Replicator:
     """The replicator this container uses, from ``OOT_HUD_*`` variables (the Lambda's composition root)."""
-    from oot_hud.services import open_warehouse
+    from oot_hud.services import open_warehouse, replicator_announcer
     from oot_hud.settings import Settings
 
     settings = Settings()
@@ -63,8 +63,10 @@ def build_replicator() -> Replicator:
     if not routes:
         raise RuntimeError("set OOT_HUD_REPLICATOR_ROUTES or OOT_HUD_DYNAMO_TABLE")
     retry = RetryPolicy(attempts=settings.replicator_insert_attempts, timeout=settings.replicator_insert_timeout_s)
-    # No bot runs inside the Lambda: announcements are logged; the bot's periodic sweep picks the PRs up.
-    return Replicator.for_warehouse(open_warehouse(settings), routes, on_change=_log_change, retry=retry)
+    # No bot runs inside the Lambda: changed PRs are marked in the bot's state table, where the instances'
+    # writers find them within a second.
+    return Replicator.for_warehouse(open_warehouse(settings), routes, on_change=_log_change, retry=retry,
+                                    on_changes=replicator_announcer(settings))
 
 
 def reset() -> None:

@@ -9,6 +9,7 @@ Public API (the Lambda handler, the long-running follower and reconcile all call
         WarehouseSink(warehouse, retry=RetryPolicy(attempts=4, base_delay=0.25, timeout=30.0)),
         routes={"oot-results": "oot_job_results"},  # DynamoDB table name -> ClickHouse table
         on_change=services.announce,                # Callable[[PrRef], None], optional
+        on_changes=bot_state.announce_all,          # Callable[[Sequence[Announcement]], object], optional
     )
     # or: Replicator.for_warehouse(warehouse, routes, on_change=..., retry=RetryPolicy(...))
 
@@ -35,15 +36,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from replicator.announce import announce_prs
+from replicator.announce import announce_changes, announce_prs
 from replicator.columns import ColumnBatch, convert_columns
 from replicator.convert import Change, PoisonRecord, convert_record, raw_json, sequence_number, source_table_of
 from replicator.sink import DeadLetter, RetryPolicy, SinkUnavailable, WarehouseSink
+from sql.bot_state import Announcement, Watermark
 from sql.records import PrRef
 
 log = logging.getLogger("replicator.pipeline")
 
 OnChange = Callable[[PrRef], None]
+OnChanges = Callable[[Sequence[Announcement]], object]
+"""Told once per batch, after its rows landed, which PRs changed and the row a render must see (the bot's
+shared marks: ``BotState.announce_all``). A failure is logged; the rows stay landed."""
 MAX_ROWS_PER_INSERT = 10_000
 
 
@@ -73,6 +78,7 @@ class _Write:
     rows: Sequence[Sequence[Any]] = ()
     columns: list[list[Any]] | None = None  # instead of rows: the fast path's driver columns, inserted as they are
     prs: Callable[[], Iterable[PrRef]] = tuple  # the PRs of ``rows``, computed only for a subscriber
+    announcements: Callable[[], Iterable[Announcement]] = tuple  # the same with watermarks (pull requests only)
     letters: list[DeadLetter] = dataclasses.field(default_factory=list)
 
     @property
@@ -84,18 +90,19 @@ class Replicator:
     """Converts, inserts, dead-letters and announces; stateless between batches."""
 
     def __init__(self, sink: WarehouseSink, routes: Mapping[str, str], *, on_change: OnChange | None = None,
-                 max_rows_per_insert: int = MAX_ROWS_PER_INSERT) -> None:
+                 max_rows_per_insert: int = MAX_ROWS_PER_INSERT, on_changes: OnChanges | None = None) -> None:
         if not routes:
             raise ValueError("the replicator needs at least one route (DynamoDB table -> warehouse table)")
         self.sink = sink
         self.routes = dict(routes)
         self.on_change = on_change
+        self.on_changes = on_changes
         self.max_rows_per_insert = max_rows_per_insert
 
     @classmethod
     def for_warehouse(cls, warehouse: Any, routes: Mapping[str, str], *, on_change: OnChange | None = None,
-                      retry: RetryPolicy | None = None) -> Replicator:
-        return cls(WarehouseSink(warehouse, retry=retry), routes, on_change=on_change)
+                      retry: RetryPolicy | None = None, on_changes: OnChanges | None = None) -> Replicator:
+        return cls(WarehouseSink(warehouse, retry=retry), routes, on_change=on_change, on_changes=on_changes)
 
     def process(self, records: Sequence[Mapping[str, Any]], *, source_table: str | None = None) -> BatchResult:
         """Replicate ``records`` (in shard order). Never raises for poison data or a warehouse outage."""
@@ -112,6 +119,7 @@ class Replicator:
                     self.sink.write_rows(write.table, write.rows)
             except SinkUnavailable as exc:
                 failed = min(index for later in writes[position:] for index in later.indexes)
+                self._mark_changes(changed)  # what landed; the rest is announced when it lands
                 announced = self._announce(changed)
                 sequence = sequence_number(records[failed]) if isinstance(records[failed], Mapping) else ""
                 log.error("batch failed records=%d first_failed_sequence=%s error=%s", len(records), sequence, exc)
@@ -119,6 +127,10 @@ class Replicator:
             if write.table is not None:
                 landed += write.row_count
                 changed.append(write)
+        if not self._mark_changes(changed):
+            # Every row landed but the bot was not told: deliver the batch again (the rows are idempotent).
+            sequence = sequence_number(records[0]) if isinstance(records[0], Mapping) else ""
+            return BatchResult(len(records), landed, skipped, letters, 0, sequence, ())
         announced = self._announce(changed)
         log.info("batch replicated records=%d landed=%d skipped=%d dead_lettered=%d", len(records), landed,
                  skipped, letters)
@@ -178,8 +190,8 @@ class Replicator:
         size = self.max_rows_per_insert
         parts = [batch] if len(batch.indexes) <= size else [
             batch.slice(start, start + size) for start in range(0, len(batch.indexes), size)]
-        return [_Write(indexes=part.indexes, table=part.table, columns=part.driver_columns, prs=part.prs)
-                for part in parts]
+        return [_Write(indexes=part.indexes, table=part.table, columns=part.driver_columns, prs=part.prs,
+                       announcements=part.announcements) for part in parts]
 
     def _chunks(self, table: str, changes: Sequence[tuple[int, Change]]) -> list[_Write]:
         """The newest version of each key (the later record on a tie), in inserts of ``max_rows_per_insert``.
@@ -200,13 +212,26 @@ class Replicator:
             part = [newest[key] for key in keys[start:start + self.max_rows_per_insert]]
             chunks.append(_Write(indexes=[i for change in part for i in key_indexes[change.key]], table=table,
                                  rows=[change.row for change in part],
-                                 prs=lambda part=part: [change.pr for change in part]))
+                                 prs=lambda part=part: [change.pr for change in part],
+                                 announcements=lambda part=part: _announcements(part)))
         return chunks
 
     def _announce(self, written: Sequence[_Write]) -> tuple[PrRef, ...]:
         if self.on_change is None:
             return ()
         return announce_prs((pr for write in written for pr in write.prs()), self.on_change)
+
+
+    def _mark_changes(self, written: Sequence[_Write]) -> bool:
+        if self.on_changes is None or not written:
+            return True
+        return announce_changes([a for write in written for a in write.announcements()], self.on_changes)
+
+
+def _announcements(changes: Sequence[Change]) -> list[Announcement]:
+    last = {(c.pr.upstream_repo, c.pr.pr_number): Watermark(c.key, int(c.version)) for c in changes
+            if c.pr.pr_number > 0}
+    return [Announcement(PrRef(repo, number), mark) for (repo, number), mark in last.items()]
 
 
 def _dead_letter(record: Mapping[str, Any], reason: str, source_table: str | None) -> DeadLetter:

@@ -127,8 +127,9 @@ class BotState(Protocol):
         """Every PR marked and not yet cleared (writers poll this)."""
         ...
 
-    def clear(self, mark: Mark) -> bool:
-        """Remove the mark if its token is still ``mark.token``; False when a newer announcement came."""
+    def clear(self, mark: Mark) -> Mark | None:
+        """Remove the mark if its token is still ``mark.token`` (or it is gone already): None. When a newer
+        announcement came, the mark stays and is returned (one request: the writer loops on it)."""
         ...
 
     # --- per-PR write leases ------------------------------------------------------------------------

@@ -4,7 +4,9 @@ never left to a TTL sweeper)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,10 +44,20 @@ def time_base() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture
+def state_table(dynamodb_client: Any) -> str:
+    """A fresh bot state table in the moto server."""
+    from ingest.dynamo_schema import create_state_table
+
+    name = f"oot-state-{uuid.uuid4().hex[:12]}"
+    assert create_state_table(dynamodb_client, name)
+    return name
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
 def instance(request: pytest.FixtureRequest, time_base: FakeClock) -> Iterator[Instances]:
     """``instance(offset=0.0)``: a handle on one shared state, as an instance whose wall clock is off by
-    ``offset`` seconds sees it."""
+    ``offset`` seconds sees it (DynamoDB: moto's server, which never expires anything by itself)."""
     if request.param == "memory":
         shared = MemoryBotState(SkewedClock(time_base))
 
@@ -53,6 +65,16 @@ def instance(request: pytest.FixtureRequest, time_base: FakeClock) -> Iterator[I
             return shared.view(SkewedClock(time_base, offset))
 
         yield make
+        return
+    from ingest.stores.dynamo_bot_state import DynamoBotState
+
+    client = request.getfixturevalue("dynamodb_client")
+    table = request.getfixturevalue("state_table")
+
+    def make_dynamo(offset: float = 0.0) -> BotState:
+        return DynamoBotState(client, table, clock=SkewedClock(time_base, offset))
+
+    yield make_dynamo
 
 
 def lease(found: Lease | Busy) -> Lease:
@@ -67,11 +89,11 @@ def test_marks_are_cleared_only_by_the_token_that_was_rendered(instance: Instanc
     assert (mark.pr, mark.token, mark.watermark) == (PR, first, Watermark("k1", 1))
     second = a.announce(PR, watermark=Watermark("k2", 3))
     assert second != first
-    assert not b.clear(mark), "an announcement came after the render: the mark must stay"
-    [newer] = b.pending()
-    assert (newer.token, newer.watermark) == (second, Watermark("k2", 3))
-    assert b.clear(newer) and b.pending() == []
-    assert not b.clear(newer), "already cleared"
+    newer = b.clear(mark)
+    assert newer is not None, "an announcement came after the render: the mark must stay"
+    assert (newer.token, newer.watermark) == (second, Watermark("k2", 3)) and b.pending() == [newer]
+    assert b.clear(newer) is None and b.pending() == []
+    assert b.clear(newer) is None, "already cleared: nothing newer to render"
 
 
 def test_a_refresh_request_survives_later_announcements_until_cleared(instance: Instances) -> None:
@@ -80,7 +102,7 @@ def test_a_refresh_request_survives_later_announcements_until_cleared(instance: 
     a.announce(PR, watermark=Watermark("k", 2))
     [mark] = a.pending()
     assert mark.refresh_check and mark.watermark == Watermark("k", 2)
-    assert a.clear(mark)
+    assert a.clear(mark) is None
     a.announce(PR)
     assert [m.refresh_check for m in a.pending()] == [False]
 
@@ -193,6 +215,16 @@ def test_delivery_ids_are_first_once_until_they_expire(instance: Instances, time
     assert b.first_delivery("d-2")
     time_base.advance(24 * 3600 + 1)
     assert a.first_delivery("d-1")
+
+
+def test_the_state_table_expires_items_and_has_no_stream(dynamodb_client: Any, state_table: str) -> None:
+    from ingest.dynamo_schema import create_state_table
+
+    assert not create_state_table(dynamodb_client, state_table), "idempotent"
+    description = dynamodb_client.describe_table(TableName=state_table)["Table"]
+    assert not description.get("StreamSpecification", {}).get("StreamEnabled")
+    ttl = dynamodb_client.describe_time_to_live(TableName=state_table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 
 
 def test_memory_dedupe_stays_bounded() -> None:

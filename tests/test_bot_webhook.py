@@ -305,20 +305,3 @@ async def test_installation_bookkeeping(client: httpx.AsyncClient, bot: Bot, war
     await deliver(client, "installation.deleted")
     await bot.drain()
     assert bot.state.installation_for("pytorch/pytorch") is None
-
-
-async def test_poll_marks_prs_replicated_by_another_process(warehouse: Warehouse) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    polling = Bot(warehouse=warehouse, render=no_results, poll_results=True)
-    now = datetime.now(UTC)
-    warehouse.insert_job_rows([row(record(pr=170001, sha=SHA1, received=now - timedelta(minutes=2))),
-                               row(record(pr=0, sha=SHA1, received=now - timedelta(minutes=2)))])
-    assert await polling.poll_once(now) == 1
-    await polling.drain()
-    assert polling.writer.slot(REPO, 170001) is not None
-    assert polling.writer.slot(REPO, 0) is None, "trunk results are not a PR"
-    assert await polling.poll_once(now + timedelta(seconds=60)) == 0, "nothing new: nothing marked"
-    warehouse.insert_job_rows([row(record(pr=170001, sha=SHA1, job="other", received=now + timedelta(seconds=30)))])
-    assert await polling.poll_once(now + timedelta(seconds=120)) == 1
-    await polling.drain()

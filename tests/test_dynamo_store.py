@@ -250,7 +250,8 @@ def test_cli_create_table(moto_endpoint: str, dynamodb_client: Any, capsys: pyte
                           monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"oot-cli-{uuid.uuid4().hex[:8]}"
     assert cli_main(["dynamo", "create-table", "--table", name]) == 0
-    assert f"table {name} created" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"table {name} created" in out and f"state table {name}-state created" in out
     assert cli_main(["dynamo", "create-table", "--table", name]) == 0
     assert "already exists" in capsys.readouterr().out
     # The default table comes from the settings.

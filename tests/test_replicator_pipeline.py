@@ -10,6 +10,7 @@ import pytest
 
 from replicator.pipeline import Replicator
 from replicator.sink import RetryPolicy, WarehouseSink
+from sql.bot_state import Announcement, Watermark
 from sql.records import JOB_RESULTS_TABLE, PrRef
 from sql.warehouse import Warehouse, WarehouseError
 from tests.stream_records import (
@@ -195,6 +196,40 @@ def test_a_failing_subscriber_does_not_fail_the_batch(warehouse: Warehouse) -> N
     assert replicator(warehouse, announced=announced).process(lifecycle(trunk)).ok
     # Trunk results are announced as PR 0, the same announcement the embedded store makes.
     assert announced == [PrRef("pytorch/pytorch", 0, "a" * 40)]
+
+
+@pytest.mark.parametrize("repeat_key", [False, True], ids=["column path", "exact path"])
+def test_the_bot_is_told_each_pr_once_a_batch_with_a_row_it_must_see(warehouse: Warehouse, repeat_key: bool) -> None:
+    told: list[list[Announcement]] = []
+    rep = Replicator(WarehouseSink(warehouse), ROUTES, on_changes=told.append)
+    records = [stream_record("INSERT", new=item(job(A, pr_number=7), 1), seq=1),
+               stream_record("INSERT", new=item(job(B, pr_number=7), 3), seq=2),
+               stream_record("INSERT", new=item(job(C, pr_number=0, event_type="push"), 1), seq=3)]
+    if repeat_key:  # a key twice in one batch takes the exact path; the newest version is what lands
+        records.append(stream_record("MODIFY", new=item(completed(job(B, pr_number=7)), 4), seq=4))
+    assert rep.process(records).ok
+    version = 4 if repeat_key else 3
+    assert told == [[Announcement(PrRef("pytorch/pytorch", 7), Watermark(B, version))]], "trunk results are no PR"
+    shown = warehouse.query("SELECT count() AS n FROM oot_job_results WHERE key = {k:String} AND version = {v:UInt64}",
+                            {"k": B, "v": version})
+    assert shown[0]["n"] == 1, "announced after the row landed"
+
+
+def test_a_failed_announcement_fails_the_batch_so_it_is_delivered_again(warehouse: Warehouse) -> None:
+    calls: list[int] = []
+
+    def flaky(announcements: Sequence[Announcement]) -> None:
+        calls.append(len(announcements))
+        if len(calls) == 1:
+            raise RuntimeError("DynamoDB throttled")
+
+    rep = Replicator(WarehouseSink(warehouse), ROUTES, on_changes=flaky)
+    records = lifecycle(job(A, pr_number=7))
+    first = rep.process(records)
+    assert (first.ok, first.failed_index, first.first_failed_sequence) == (False, 0, "100")
+    assert rows_stored(warehouse) == 1, "the rows landed; only the announcement is missing"
+    assert rep.process(records).ok and calls == [1, 1]
+    assert [row[:2] for row in latest(warehouse)] == [(A, "completed")]
 
 
 def test_records_without_arn_take_the_source_table_argument(warehouse: Warehouse) -> None:
