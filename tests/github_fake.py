@@ -7,11 +7,16 @@ refuses bodies over GitHub's limit with 422, records every request, and lets a t
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import copy
 import dataclasses
 import itertools
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -284,3 +289,57 @@ def signed_headers(body: bytes, secret: str, *, event: str, delivery: str) -> di
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": f"sha256={digest}",
             "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/fake"}
+
+
+class GitHubStandIn:
+    """The fake over real HTTP, as slow as GitHub: ``with GitHubStandIn(write_latency=0.4) as hub:`` serves
+    ``hub.url`` on a free loopback port (several processes can share it). Content-creating calls take
+    ``write_latency`` seconds before they apply and answer; ``done`` logs each accepted write with the
+    monotonic time it completed. Read the fake's state through ``snapshot`` (the server runs in a thread)."""
+
+    def __init__(self, *, write_latency: float = 0.4) -> None:
+        self.fake = GitHubFake("http://127.0.0.1")
+        self.write_latency = write_latency
+        self.done: list[tuple[float, Recorded]] = []
+        self._lock = threading.Lock()
+        self._server: contextlib.AbstractContextManager[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> GitHubStandIn:
+        from tests.servers import serve
+
+        self._server = serve(self._app())
+        self.url = self._server.__enter__()
+        self.fake.base_url = self.url
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.__exit__(None, None, None)
+
+    def snapshot(self, read: Callable[[GitHubFake], Any]) -> Any:
+        with self._lock:
+            return copy.deepcopy(read(self.fake))
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def handle(request: Request) -> Response:
+            body = await request.body()
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            outgoing = httpx.Request(request.method, self.fake.base_url + path, headers=request.headers.raw,
+                                     content=body)
+            if _kind(request.method, request.url.path) in WRITE_KINDS:
+                await asyncio.sleep(self.write_latency)
+            with self._lock:
+                answer = self.fake._handle(outgoing)
+                recorded = self.fake.requests[-1]
+                if recorded.kind in WRITE_KINDS and recorded.status < 400:
+                    self.done.append((time.monotonic(), recorded))
+            headers = {name: value for name, value in answer.headers.items() if name in ("content-type", "link")}
+            return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+        return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PATCH", "DELETE"])])
