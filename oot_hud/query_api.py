@@ -1,7 +1,8 @@
 """``GET /api/oot/query/{name}?param=value…``: a saved query's rows as JSON, for HUD-like consumers and scripts.
 
 Parameters are parsed strictly by the saved query's declaration: unknown query -> 404, an undeclared,
-missing, repeated or mistyped parameter -> 400 with the message. Datetimes are ISO-8601 strings (UTC).
+missing (and without a default in params.json), repeated or mistyped parameter -> 400 with the message.
+Datetimes are ISO-8601 strings (UTC).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Saved queries, PyTorch HUD style: ``sql/queries/<name>/query.sql`` + ``params.json``.
 
-``params.json`` is ``{"params": {name: ClickHouse type}, "tests": [{name: value}, ...]}``. Only declared
-parameters are passed; an undeclared or mistyped one is refused (``QueryParamError``), never dropped.
+``params.json`` is ``{"params": {name: ClickHouse type}, "defaults": {name: value}, "tests": [{name: value}, ...]}``.
+Only declared parameters are passed; an undeclared or mistyped one is refused (``QueryParamError``), never
+dropped. A parameter with a natural default (``now``: ``""`` = the server's clock, ``silence_hours``) declares
+it in ``defaults`` and may then be left out; every other declared parameter is required.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class SavedQuery:
     sql: str
     params: dict[str, str]
     tests: list[dict[str, Any]]
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def bind(self, given: Mapping[str, Any], *, from_text: bool = False) -> dict[str, Any]:
         """Check ``given`` against the declared parameters; with ``from_text``, parse strings (HTTP)."""
@@ -43,10 +46,11 @@ class SavedQuery:
         if undeclared:
             raise QueryParamError(f"{self.name} takes no parameter {', '.join(undeclared)}; "
                                   f"it takes {', '.join(sorted(self.params)) or 'none'}")
-        missing = sorted(set(self.params) - set(given))
+        missing = sorted(set(self.params) - set(given) - set(self.defaults))
         if missing:
             raise QueryParamError(f"{self.name} needs parameter {', '.join(missing)}")
-        return {name: _coerce(name, self.params[name], given[name], from_text) for name in self.params}
+        return {name: _coerce(name, self.params[name], given[name], from_text) if name in given
+                else self.defaults[name] for name in self.params}
 
     def run(self, warehouse: Warehouse, given: Mapping[str, Any], *, from_text: bool = False) -> list[dict[str, Any]]:
         return warehouse.query(self.sql, self.bind(given, from_text=from_text))
@@ -62,7 +66,13 @@ def load(name: str) -> SavedQuery:
         spec = json.loads((folder / "params.json").read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise QueryNotFound(name) from None
-    return SavedQuery(name=name, sql=sql, params=dict(spec.get("params", {})), tests=list(spec.get("tests", [])))
+    params = dict(spec.get("params", {}))
+    defaults = dict(spec.get("defaults", {}))
+    stray = sorted(set(defaults) - set(params))
+    if stray:  # a packaging mistake, caught by the tests that load every query
+        raise ValueError(f"{name}/params.json: defaults for undeclared parameters {', '.join(stray)}")
+    defaults = {key: _coerce(key, params[key], value, False) for key, value in defaults.items()}
+    return SavedQuery(name=name, sql=sql, params=params, tests=list(spec.get("tests", [])), defaults=defaults)
 
 
 def names() -> list[str]:

@@ -46,9 +46,20 @@ async def test_pr_query_through_the_api(api: httpx.AsyncClient) -> None:
     assert all(r["received_at"].endswith("Z") for r in rows)
 
 
+async def test_parameters_with_a_default_may_be_left_out(api: httpx.AsyncClient) -> None:
+    """``now`` ('' = the server's clock) and ``silence_hours`` (6) are declared with defaults in params.json."""
+    explicit = await api.get("/api/oot/query/oot_summary", params={"days": "30", "now": "", "silence_hours": "6"})
+    defaulted = await api.get("/api/oot/query/oot_summary", params={"days": "30"})
+    assert explicit.status_code == defaulted.status_code == 200
+    assert defaulted.json() == explicit.json() and defaulted.json()
+    # a default is only a default: given, the value is used
+    later = await api.get("/api/oot/query/oot_summary", params={"days": "1", "now": "2027-06-01T00:00:00Z"})
+    assert later.status_code == 200 and later.json() == []
+
+
 @pytest.mark.parametrize(("params", "status", "message"), [
     ({**SUMMARY, "extra": "1"}, 400, "oot_summary takes no parameter extra"),
-    ({"days": "7", "now": ""}, 400, "oot_summary needs parameter silence_hours"),
+    ({"now": "", "silence_hours": "6"}, 400, "oot_summary needs parameter days"),
     ({**SUMMARY, "days": "seven"}, 400, "parameter days must be an integer of type UInt32"),
     ({**SUMMARY, "days": "-1"}, 400, "parameter days must be an integer"),
     ({**SUMMARY, "silence_hours": "nan"}, 400, "parameter silence_hours must be a number"),

@@ -127,3 +127,14 @@ def test_summary_copy_view_and_materialized_view_project_alike(warehouse: Wareho
     by_mv = warehouse.query("SELECT * FROM oot_summary_legs" + order)
     by_view = warehouse.query("SELECT * FROM oot_summary_legs_source" + order)
     assert by_mv and by_mv == by_view
+
+
+@pytest.mark.parametrize("name", names())
+def test_defaults_are_declared_parameters_of_their_type(name: str) -> None:
+    """A default stands in for a left-out parameter only; the value passed is the declared one, typed."""
+    query = load(name)
+    assert set(query.defaults) <= set(query.params)
+    required = {key: value for key, value in query.tests[0].items() if key not in query.defaults}
+    bound = query.bind(required)
+    assert set(bound) == set(query.params)
+    assert all(bound[key] == value for key, value in query.defaults.items())
