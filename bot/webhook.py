@@ -110,11 +110,26 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _answer("a duplicate delivery, or an event this App does not handle: nothing to do"),
+    202: _answer("accepted; the work runs in the background"),
+    400: _answer("signed, but not a JSON object or without X-GitHub-Event / X-GitHub-Delivery"),
+    401: _answer("missing, SHA-1 or wrong X-Hub-Signature-256: the body is never parsed"),
+    413: _answer(f"body over {MAX_WEBHOOK_BYTES} bytes"),
+    503: _answer("the GitHub App or its webhook secret is not configured on this server"),
+}
+
+
 def webhook_api(get_receiver: Callable[[Request], WebhookReceiver | None]) -> APIRouter:
     """The FastAPI router; ``get_receiver`` finds the running bot's receiver (None = bot not built)."""
     api = APIRouter(tags=["github"])
 
-    @api.post(WEBHOOK_PATH, summary="GitHub App webhook (signed with the App's webhook secret)")
+    @api.post(WEBHOOK_PATH, summary="GitHub App webhook (signed with the App's webhook secret)",
+              responses=_RESPONSES)
     async def github_webhook(request: Request) -> JSONResponse:
         receiver = get_receiver(request)
         if receiver is None:

@@ -39,7 +39,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="oot-hud", version="0.1.0", lifespan=lifespan,
                   description="Results of PyTorch's out-of-tree backend CI.")
 
-    @app.get("/healthz", tags=["ops"])
+    health = {"content": {"application/json": {"schema": {"type": "object", "required": ["ok"]}}}}
+
+    @app.get("/healthz", tags=["ops"], responses={
+        200: {"description": "the store and the warehouse answer", **health},
+        503: {"description": "the store or the warehouse does not answer", **health}})
     async def healthz(request: Request) -> JSONResponse:
         current: Services = request.app.state.services
         store_ok = await current.store.ping()

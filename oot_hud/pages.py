@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
+from oot_hud.responses import WAREHOUSE_DOWN, html_page, plain
 from oot_hud.services import Services
 from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend, render_backend
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
@@ -123,7 +124,9 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/oot", status_code=307)
 
 
-@router.get("/oot", response_class=HTMLResponse, summary="every backend's pass rate, worst first")
+@router.get("/oot", response_class=HTMLResponse, summary="every backend's pass rate, worst first",
+            responses={200: html_page("the summary page"), 400: plain("days is not one of 1, 7, 30"),
+                       503: plain(WAREHOUSE_DOWN)})
 async def summary_page(services: ServicesDep, now: NowDep, days: str | None = None) -> Response:
     try:
         chosen = parse_days(days)
@@ -137,7 +140,9 @@ async def summary_page(services: ServicesDep, now: NowDep, days: str | None = No
     return _html(body)
 
 
-@router.get("/oot/trends", response_class=HTMLResponse, summary="every backend's daily PR and trunk pass rate")
+@router.get("/oot/trends", response_class=HTMLResponse, summary="every backend's daily PR and trunk pass rate",
+            responses={200: html_page("the trends page"), 400: plain("days is not one of the offered ranges"),
+                       503: plain(WAREHOUSE_DOWN)})
 async def trends_page(services: ServicesDep, now: NowDep, days: str | None = None) -> Response:
     try:
         chosen = parse_days(days, TREND_RANGES, DEFAULT_TREND_RANGE)
@@ -150,7 +155,9 @@ async def trends_page(services: ServicesDep, now: NowDep, days: str | None = Non
     return _html(body)
 
 
-@router.get("/oot/{org}/{repo}", response_class=HTMLResponse, summary="one backend's PR x job matrix")
+@router.get("/oot/{org}/{repo}", response_class=HTMLResponse, summary="one backend's PR x job matrix",
+            responses={200: html_page("the matrix page"), 400: plain("days is not one of 1, 7, 30"),
+                       404: plain("not a repository name"), 503: plain(WAREHOUSE_DOWN)})
 async def backend_page(org: str, repo: str, services: ServicesDep, now: NowDep,
                        days: str | None = None) -> Response:
     name = f"{org}/{repo}"

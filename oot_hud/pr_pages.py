@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from oot_hud.responses import WAREHOUSE_DOWN, html_page, plain
 from oot_hud.services import Services
 from renderers.pr_page import dry_run_output, render_pr_page
 from renderers.pr_view import build_pr_view
@@ -31,7 +32,9 @@ def pr_page_clock() -> datetime:
     return datetime.now(UTC)
 
 
-@router.get("/oot/pr/{owner}/{repo}/{number}", response_class=HTMLResponse, summary="one PR's OOT results")
+@router.get("/oot/pr/{owner}/{repo}/{number}", response_class=HTMLResponse, summary="one PR's OOT results",
+            responses={200: html_page("the PR page"), 400: plain("not a GitHub owner, repository or PR number"),
+                       503: plain(WAREHOUSE_DOWN)})
 async def pr_page(request: Request, owner: str, repo: str, number: str,
                   now: Annotated[datetime, Depends(pr_page_clock)]) -> Response:
     """The PR page; in dry run (no GitHub App credentials) it also shows what the bot would post."""

@@ -36,9 +36,10 @@ from oot_hud.pages import (
     summary_rows,
     trends_html,
 )
+from oot_hud.responses import WAREHOUSE_DOWN, plain
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from renderers.trends import TREND_RANGES
-from sql.warehouse import Warehouse
+from sql.warehouse import Warehouse, WarehouseError
 
 log = logging.getLogger("oot_hud.publish")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -166,7 +167,11 @@ def fetch_site(server_url: str, ranges: Iterable[int], *, timeout: float = 300.0
     return read_archive(response.content)
 
 
-@router.get("/api/oot/site.tar.gz", summary="the static site as a gzipped tar (used by `oot-hud publish`)")
+@router.get("/api/oot/site.tar.gz", summary="the static site as a gzipped tar (used by `oot-hud publish`)",
+            responses={200: {"description": "the site", "content": {"application/gzip": {"schema": {
+                "type": "string", "format": "binary"}}}},
+                       400: plain("days is not a list of 1, 7, 30"), 403: plain("not a loopback client"),
+                       503: plain(WAREHOUSE_DOWN)})
 async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(str, RANGES))) -> Response:
     import asyncio
 
@@ -185,7 +190,11 @@ async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(s
         return site_archive(render_site(services.warehouse, ranges=ranges, now=now,
                                         silence_hours=services.settings.silence_hours))
 
-    return Response(await asyncio.to_thread(build), media_type="application/gzip")
+    try:
+        return Response(await asyncio.to_thread(build), media_type="application/gzip")
+    except WarehouseError as exc:
+        log.error("site archive failed: %s", exc)
+        return PlainTextResponse(WAREHOUSE_DOWN, status_code=503)
 
 
 @dataclasses.dataclass(frozen=True)

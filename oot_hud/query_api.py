@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from oot_hud.responses import WAREHOUSE_DOWN, json_error
 from oot_hud.services import Services
 from sql.records import format_time, parse_time
 from sql.saved import QueryNotFound, QueryParamError, SavedQuery, load
@@ -67,7 +68,13 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-@router.get("/{name}", summary="run a saved query; its declared parameters come from the query string")
+_ROWS = {"description": "the rows, one JSON object each (datetimes as ISO-8601 UTC strings)",
+         "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}
+
+
+@router.get("/{name}", summary="run a saved query; its declared parameters come from the query string",
+            responses={200: _ROWS, 400: json_error("a parameter is undeclared, missing, repeated or mistyped"),
+                       404: json_error("no saved query of that name"), 503: json_error(WAREHOUSE_DOWN)})
 async def run_query(name: str, request: Request) -> JSONResponse:
     try:
         query = load(name)
