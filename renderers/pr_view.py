@@ -376,6 +376,11 @@ def _leg(row: Mapping[str, Any], *, now: datetime, silence: timedelta) -> LegRes
     silent = False
     if status != "completed":
         since = started or row_time(row.get("first_received_at"))
+        received = row_time(row.get("received_at"))
+        if since is not None and received is not None and since > received:
+            # A downstream clock ahead of ours must not keep a job "running" for ever: silence counts from
+            # our own latest receipt at the latest (the same rule as oot_summary's SQL).
+            since = received
         silent = since is not None and now - since > silence
     duration = _float(row.get("execution_time_s"))
     if duration is None and started and completed and completed >= started:

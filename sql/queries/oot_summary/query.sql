@@ -26,7 +26,9 @@ WITH
     legs AS (
         SELECT
             job_id, downstream_repo, downstream_level, pr_number, run_attempt, received_at, duration_s,
-            if(outcome = 0, if(since < (SELECT t_silent FROM bounds), 3, 2), outcome) AS severity
+            -- silence counts from the downstream's start, but never from later than our own latest receipt
+            -- (a downstream clock ahead of ours must not keep a job "running" for ever)
+            if(outcome = 0, if(least(since, received_at) < (SELECT t_silent FROM bounds), 3, 2), outcome) AS severity
         FROM oot_summary_legs FINAL
         WHERE deleted = 0
           AND received_at >= (SELECT t_since FROM bounds)
