@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bot.pr_state import PrState
+from policy.pr_policy import DEFAULT_POLICY, PrPolicy
 from sql.bot_state import BotState
 from sql.records import PrRef
 
@@ -29,3 +30,5 @@ class HandlerContext:
     allowlist: AllowlistWatch | None = None
     # Shared with every instance when several run: leases, the PR's GitHub ids, set-once records.
     bot_state: BotState | None = None
+    # The deployment's PR rules as of now (the L3 label prefix: which label changes re-render a PR).
+    policy: Callable[[], PrPolicy] = lambda: DEFAULT_POLICY

@@ -17,13 +17,13 @@ from sql.warehouse import Warehouse
 PR_HEADS_TABLE = "oot_pr_heads"
 INSTALLATIONS_TABLE = "oot_installations"
 PR_HEAD_COLUMNS = ("upstream_repo", "pr_number", "head_sha", "state", "base_ref", "installation_id", "updated_at",
-                   "title", "author")
+                   "title", "author", "labels")
 INSTALLATION_COLUMNS = ("repo", "installation_id", "account", "removed", "updated_at")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PrHead:
-    """A PR's head as GitHub reported it in a ``pull_request`` webhook."""
+    """A PR's head (and title, author, labels) as GitHub reported it in a ``pull_request`` webhook."""
 
     upstream_repo: str
     pr_number: int
@@ -34,6 +34,7 @@ class PrHead:
     updated_at: datetime
     title: str = ""  # untrusted (anyone can open a PR): escaped wherever shown
     author: str = ""  # the PR author's login, untrusted too
+    labels: tuple[str, ...] = ()  # the PR's label names, untrusted too
 
 
 def when(value: Any, default: datetime | None = None) -> datetime:
@@ -62,7 +63,7 @@ class PrState:
     # --- PR heads ----------------------------------------------------------------------------------
     def record_head(self, head: PrHead) -> None:
         row = [head.upstream_repo, head.pr_number, head.head_sha, head.state, head.base_ref,
-               head.installation_id, head.updated_at, head.title, head.author]
+               head.installation_id, head.updated_at, head.title, head.author, list(head.labels)]
         self._warehouse.insert(PR_HEADS_TABLE, [row], PR_HEAD_COLUMNS)
         if head.installation_id:
             with self._lock:
@@ -72,7 +73,8 @@ class PrState:
         rows = self._warehouse.query(
             "SELECT argMax(head_sha, updated_at) AS sha, argMax(state, updated_at) AS st,"
             " argMax(base_ref, updated_at) AS base, argMax(installation_id, updated_at) AS inst,"
-            " max(updated_at) AS last_update, argMax(title, updated_at) AS title, argMax(author, updated_at) AS author"
+            " max(updated_at) AS last_update, argMax(title, updated_at) AS title, argMax(author, updated_at) AS author,"
+            " argMax(labels, updated_at) AS labels"
             " FROM oot_pr_heads WHERE upstream_repo = {repo:String} AND pr_number = {pr:UInt64}"
             " GROUP BY upstream_repo, pr_number",
             {"repo": upstream_repo, "pr": pr_number})
@@ -80,7 +82,8 @@ class PrState:
             return None
         row = rows[0]
         return PrHead(upstream_repo, pr_number, str(row["sha"]), str(row["st"]), str(row["base"]), int(row["inst"]),
-                      _aware(row["last_update"]), str(row["title"]), str(row["author"]))
+                      _aware(row["last_update"]), str(row["title"]), str(row["author"]),
+                      tuple(str(label) for label in row["labels"]))
 
     def prs_for_sha(self, upstream_repo: str, head_sha: str) -> list[int]:
         """PRs whose head (from webhooks) or results carry ``head_sha`` (fork PRs: GitHub does not say)."""

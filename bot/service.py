@@ -76,7 +76,7 @@ class Bot:
         self.router = build_router(HandlerContext(
             state=self.state, mark_dirty=self.writer.mark_dirty, refresh=self.writer.refresh,
             check_run_name=CHECK_RUN_NAME, app_id=self.github.app_id if self.github else None,
-            allowlist=allowlist_watch, bot_state=self.bot_state))
+            allowlist=allowlist_watch, bot_state=self.bot_state, policy=policy or (lambda: DEFAULT_POLICY)))
         self.receiver = WebhookReceiver(webhook_secret, self.router, self.spawn, first_delivery=self._first_delivery)
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None

@@ -238,7 +238,9 @@ def _pending(item: Pending) -> str:
 
 def _label_hints(view: PrView) -> list[str]:
     """One line per device of the allowlist's L3 backends without a result at the current commit: the label
-    that runs them. Nothing without an allowlist. Devices and repos are the allowlist's (upstream's) text."""
+    that runs them, or, when the PR carries it already (webhooks), that they have not reported yet. Nothing
+    without an allowlist. Devices and repos are the allowlist's (upstream's) text; the PR's labels are only
+    compared, never shown. Exact match, as the relay compares them."""
     allowlist = view.policy.allowlist
     if allowlist is None or not view.head_sha:
         return []
@@ -247,8 +249,10 @@ def _label_hints(view: PrView) -> list[str]:
     for device, entries in sorted(allowlist.devices().items()):
         idle = [entry.repo for entry in entries if entry.repo.lower() not in reported]
         if idle:
+            label = f"{view.policy.label_prefix}{device}"
             names = ", ".join(f"**{md_text(repo)}**" for repo in idle)
-            lines.append(f"- add the label `{view.policy.label_prefix}{device}` to run {names}")
+            lines.append(f"- `{label}` is on this PR: waiting for {names} to report" if label in view.labels
+                         else f"- add the label `{label}` to run {names}")
     return lines
 
 

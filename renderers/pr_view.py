@@ -190,6 +190,7 @@ class PrView:
     policy: PrPolicy = DEFAULT_POLICY  # the deployment's rules: allowlist in use, gate settings, label prefix
     commit_first_seen: datetime | None = None  # the current SHA's first result (ages of missing backends)
     reported_repos: frozenset[str] = frozenset()  # every backend with a result at the current SHA (L1 too)
+    labels: frozenset[str] = frozenset()  # the PR's labels from webhooks (untrusted); empty when none is known
 
     @property
     def headline_backends(self) -> tuple[BackendResult, ...]:
@@ -301,6 +302,7 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
         superseded=tuple(SupersededCommit(sha, backends_of(sha)) for sha in newest_first),
         policy=policy, commit_first_seen=commit_first_seen,
         reported_repos=frozenset(reported),
+        labels=frozenset(str(label) for label in rows[0].get("pr_labels") or ()) if rows else frozenset(),
     )
 
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,10 +51,10 @@ async def bot(warehouse: Warehouse, github_fake: GitHubFake, app_private_key: st
         await made.stop()
 
 
-async def webhook(bot: Bot, name: str) -> None:
+async def webhook(bot: Bot, name: str, payload: dict[str, Any] | None = None) -> None:
     app = FastAPI()
     app.include_router(webhook_api(lambda request: bot.receiver))
-    body = json.dumps(github_payload(name)).encode()
+    body = json.dumps(payload if payload is not None else github_payload(name)).encode()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hud.test") as http:
         response = await http.post(WEBHOOK_PATH, content=body, headers=signed_headers(
             body, SECRET, event=name.split(".")[0], delivery=str(uuid.uuid4())))
@@ -207,3 +208,65 @@ async def test_repository_without_the_app_gets_nothing_and_is_not_retried(
     # Another repository where the App is installed is served as usual.
     await results(bot, warehouse, record(pr=5, sha=SHA2, upstream="pytorch/vision"))
     assert len(github_fake.bot_comments("pytorch/vision", 5)) == 1
+
+
+L3_ALLOWLIST = "L4:\n  - acme/torch-acme\nL3:\n  npu:\n    acme/npu: [alice]\n"
+ADD_NPU = "- add the label `ciflow/crcr/npu` to run **acme/npu**\n"
+WAIT_NPU = "- `ciflow/crcr/npu` is on this PR: waiting for **acme/npu** to report\n"
+
+
+async def test_an_l3_label_updates_the_comment_and_the_page_shows_the_same(
+        warehouse: Warehouse, github_fake: GitHubFake, app_private_key: str, tmp_path: Path) -> None:
+    from bot.render import warehouse_renderer
+    from oot_hud.allowlist_source import AllowlistSource, parse_location
+    from tests.test_pr_page import build_app, get, pre
+
+    allowlist_file = tmp_path / "allowlist.yml"
+    allowlist_file.write_text(L3_ALLOWLIST)
+    source = AllowlistSource(parse_location(str(allowlist_file)), refresh_seconds=3600)
+    await source.start()
+    page_app = build_app(warehouse, tmp_path)  # dry run: the page shows the would-be comment
+    services = page_app.state.services
+    services.allowlist = source
+    public = services.settings.public_url
+    bot = Bot(warehouse=warehouse, app_id=APP_ID, private_key=app_private_key, webhook_secret=SECRET,
+              api_url=FAKE_API, app_slug=APP_SLUG, debounce=0.0, pace=0.0, public_url=public,
+              policy=services.pr_policy,  # the same rules object the page renders with
+              render=warehouse_renderer(warehouse, silence_hours=6.0, public_url=public, now=lambda: NOW,
+                                        policy=services.pr_policy))
+    await bot.start()
+
+    async def posted_and_shown() -> str:
+        [comment] = github_fake.bot_comments(REPO, PR)
+        page = await get(page_app, f"/oot/pr/{REPO}/{PR}")
+        assert pre(page.text, "dry-run-comment") == comment["body"], "the page shows what the bot posted"
+        return str(comment["body"])
+
+    try:
+        await webhook(bot, "pull_request.opened")  # no labels
+        await results(bot, warehouse, record(pr=PR, sha=SHA1))  # the L4 passes; acme/npu has not reported
+        assert ADD_NPU in await posted_and_shown()
+
+        await webhook(bot, "pull_request.labeled")  # ciflow/crcr/npu added: the comment is edited in place
+        body = await posted_and_shown()
+        assert WAIT_NPU in body and "add the label" not in body
+
+        # Another label changes nothing GitHub shows: no render, no call.
+        calls, cycles = len(github_fake.requests), bot.writer.slot(REPO, PR).cycles
+        other = github_payload("pull_request.labeled")
+        other["label"] = {"name": "module: cuda"}
+        other["pull_request"]["updated_at"] = "2026-11-20T12:52:00Z"
+        await webhook(bot, "pull_request.labeled", other)
+        assert (len(github_fake.requests), bot.writer.slot(REPO, PR).cycles) == (calls, cycles)
+
+        await webhook(bot, "pull_request.unlabeled")  # removed again
+        assert ADD_NPU in await posted_and_shown()
+        # The check run's summary carries the same lines: it follows the label too.
+        assert [w.kind for w in github_fake.writes()] == ["comment.create", "check.create"] + [
+            "comment.update", "check.update"] * 2
+        summaries = [w.json["output"]["summary"] for w in github_fake.writes() if w.kind.startswith("check")]
+        assert [ADD_NPU in text for text in summaries] == [True, False, True]
+        assert WAIT_NPU in summaries[1]
+    finally:
+        await bot.stop()
+        await source.stop()

@@ -20,6 +20,7 @@ from bot.render import Rendered
 from bot.router import Delivery
 from bot.service import Bot
 from bot.webhook import WEBHOOK_PATH, webhook_api
+from sql.pr_results import fetch_pr_rows
 from sql.warehouse import Warehouse
 from tests.conftest import github_payload
 from tests.github_fake import signed_headers
@@ -237,7 +238,48 @@ async def test_title_and_author_are_recorded_and_a_title_edit_updates_them(clien
     assert (len(head.title), head.author) == (256, "")
 
 
-def test_an_older_pr_heads_table_gains_title_and_author(warehouse: Warehouse) -> None:
+async def test_labels_are_recorded_and_only_an_l3_label_change_re_renders(client: httpx.AsyncClient,
+                                                                          bot: Bot) -> None:
+    await deliver(client, "pull_request.opened")  # 12:00, no labels
+    await bot.drain()
+    assert bot.state.head(REPO, 170001).labels == ()
+    cycles = bot.writer.slot(REPO, 170001).cycles
+    await deliver(client, "pull_request.labeled")  # 12:50: ciflow/crcr/npu added
+    await bot.drain()
+    assert bot.state.head(REPO, 170001).labels == ("module: cuda", "ciflow/crcr/npu")
+    assert bot.writer.slot(REPO, 170001).cycles == cycles + 1, "an L3 label re-renders the PR"
+    other = github_payload("pull_request.labeled")
+    other["label"] = other["pull_request"]["labels"][0]  # module: cuda
+    other["pull_request"]["updated_at"] = "2026-11-20T12:52:00Z"
+    other["pull_request"]["labels"].append({"name": "triaged"})
+    await deliver(client, "pull_request.labeled", payload=other)
+    await bot.drain()
+    assert bot.state.head(REPO, 170001).labels == ("module: cuda", "ciflow/crcr/npu", "triaged"), "recorded"
+    assert bot.writer.slot(REPO, 170001).cycles == cycles + 1, "another label re-renders nothing"
+    await deliver(client, "pull_request.unlabeled")  # 12:55: ciflow/crcr/npu removed
+    await bot.drain()
+    assert bot.state.head(REPO, 170001).labels == ("module: cuda",)
+    assert bot.writer.slot(REPO, 170001).cycles == cycles + 2
+
+
+async def test_labels_are_bounded_and_malformed_ones_skipped(client: httpx.AsyncClient, bot: Bot) -> None:
+    payload = github_payload("pull_request.synchronize")
+    payload["pull_request"]["labels"] = ([{"name": "x" * 80}, {"name": 5}, "bare", {"color": "fff"}, {"name": ""},
+                                          {"name": "x" * 80}]
+                                         + [{"name": f"label {n}"} for n in range(200)])
+    await deliver(client, "pull_request.synchronize", payload=payload)
+    await bot.drain()
+    labels = bot.state.head(REPO, 170001).labels
+    assert labels[0] == "x" * 50, "GitHub's 50-character limit on a name"
+    assert len(labels) == 1 + 94 and labels[-1] == "label 93", "the first 100 entries, duplicates once"
+    payload["pull_request"]["labels"] = {"name": "not a list"}
+    payload["pull_request"]["updated_at"] = "2026-11-20T13:05:00Z"
+    await deliver(client, "pull_request.synchronize", payload=payload)
+    await bot.drain()
+    assert bot.state.head(REPO, 170001).labels == ()
+
+
+def test_an_older_pr_heads_table_gains_title_author_and_labels(warehouse: Warehouse) -> None:
     warehouse.command("DROP TABLE oot_pr_heads")
     warehouse.command("CREATE TABLE oot_pr_heads (upstream_repo LowCardinality(String), pr_number UInt64,"
                       " head_sha String, state LowCardinality(String), base_ref String, installation_id UInt64,"
@@ -245,8 +287,11 @@ def test_an_older_pr_heads_table_gains_title_and_author(warehouse: Warehouse) ->
                       " ORDER BY (upstream_repo, pr_number)")
     warehouse.command("INSERT INTO oot_pr_heads VALUES ('pytorch/pytorch', 7, 'abc', 'open', 'main', 1, now())")
     warehouse.apply_schema()
-    [old] = warehouse.query("SELECT title, author FROM oot_pr_heads")
-    assert old == {"title": "", "author": ""}
+    [old] = warehouse.query("SELECT title, author, labels FROM oot_pr_heads")
+    assert old == {"title": "", "author": "", "labels": []}
+    warehouse.insert_job_rows([row(record(pr=7, sha="abc"))])
+    [result] = fetch_pr_rows(warehouse, "pytorch/pytorch", 7)  # view 014 names the column 016 added
+    assert (result["current_head_sha"], result["pr_labels"]) == ("abc", [])
 
 
 async def test_base_change_is_recorded(client: httpx.AsyncClient, bot: Bot) -> None:

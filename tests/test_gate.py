@@ -220,3 +220,33 @@ def test_the_comment_names_the_label_for_each_l3_backend_that_did_not_run() -> N
     assert "Not run for this commit" not in comment(PrPolicy()), "without an allowlist nothing changes"
     assert comment(PrPolicy()) == render_pr_comment(build_pr_view(
         rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch", pr_number=4242))
+
+
+ADD_NPU = "- add the label `ciflow/crcr/npu` to run **beta/npu2**"
+ADD_XPU = "- add the label `ciflow/crcr/xpu` to run **intel/xpu**"
+WAIT_NPU = "- `ciflow/crcr/npu` is on this PR: waiting for **beta/npu2** to report"
+WAIT_XPU = "- `ciflow/crcr/xpu` is on this PR: waiting for **intel/xpu** to report"
+
+
+@pytest.mark.parametrize(("labels", "lines"), [
+    ((), [ADD_NPU, ADD_XPU]),  # no label (or none known: no pull_request webhook stored)
+    (("ciflow/crcr/xpu",), [ADD_NPU, WAIT_XPU]),
+    (("module: cuda", "ciflow/crcr/npu", "ciflow/crcr/xpu"), [WAIT_NPU, WAIT_XPU]),
+    # Compared exactly, as the relay compares them: another case, suffix or prefix runs nothing.
+    (("ciflow/crcr/NPU", "ciflow/crcr/xpu-extra", "ciflow/oot/npu"), [ADD_NPU, ADD_XPU]),
+])
+def test_the_label_line_says_add_it_or_that_it_is_on_and_the_backend_has_not_reported(
+        labels: tuple[str, ...], lines: list[str]) -> None:
+    from renderers.markdown import render_pr_comment
+
+    allowlist = parse_allowlist("L3:\n  npu:\n    acme/npu: []\n    beta/npu2: []\n  xpu:\n    intel/xpu: []\n"
+                                "L4:\n  - acme/gate\n")
+    rows = [{**r, "pr_labels": list(labels)} for r in (row("acme/gate"), row("acme/npu", "L3", job="npu"))]
+    view = build_pr_view(rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch",
+                         pr_number=4242, policy=PrPolicy(allowlist=allowlist))
+    body = render_pr_comment(view)
+    assert body is not None
+    head = "**Not run for this commit** (L3 backends run when the PR carries their label):\n"
+    hints = body.split(head, 1)[1].split("\n\n", 1)[0].splitlines()
+    assert hints == lines
+    assert "module: cuda" not in body, "the PR's labels are compared, never shown"
