@@ -20,7 +20,6 @@ DEAD_LETTER_TABLE = "oot_dead_letters"
 STATUS_IN_PROGRESS = "in_progress"
 STATUS_COMPLETED = "completed"
 STATUSES = (STATUS_IN_PROGRESS, STATUS_COMPLETED)
-EVENT_TYPES = ("pull_request", "push", "nightly", "periodic")
 
 # Written only by the first callback that carries them (DynamoDB: if_not_exists).
 FIRST_ONLY_FIELDS = frozenset({"first_received_at", "started_at", "queue_time_s"})
