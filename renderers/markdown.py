@@ -98,7 +98,8 @@ def headline_icon(view: PrView) -> str:
 
 
 def headline_text(view: PrView) -> str:
-    """"1 blocking failure · 2 failed · 3 passed · 1 running" for the current commit's L4 and L3 jobs."""
+    """"1 blocking failure · 2 failed · 1 timed out · 3 passed · 1 running" for the current commit's L4 and L3
+    jobs. Timeouts are counted apart from failures: the merge gate treats them as infrastructure."""
     totals = view.totals
     if totals.total == 0:
         return f"waiting for results for commit {view.short_sha}" if view.head_sha else "no results yet"
@@ -106,9 +107,10 @@ def headline_text(view: PrView) -> str:
     parts = []
     if blocking:
         parts.append(f"{blocking:,} blocking failure{'s' if blocking != 1 else ''}")
-    if totals.failed - blocking:
-        parts.append(f"{totals.failed - blocking:,} failed")
-    parts += [f"{n:,} {word}" for n, word in ((totals.success, "passed"), (totals.running, "running"),
+    if totals.failure - blocking:
+        parts.append(f"{totals.failure - blocking:,} failed")
+    parts += [f"{n:,} {word}" for n, word in ((totals.timed_out, "timed out"), (totals.success, "passed"),
+                                                (totals.running, "running"),
                                                 (totals.cancelled, "cancelled"), (totals.no_report, "no report"))
               if n]
     return " · ".join(parts)
@@ -354,7 +356,9 @@ _SINGLE_JOB_ICON = {Verdict.RUNNING: ICON_RUNNING, Verdict.CANCELLED: ICON_OTHER
 
 
 def _jobs_cell(counts: VerdictCounts) -> str:
-    parts = [f"{n:,} {word}" for n, word in ((counts.failed, "✗"), (counts.success, "✓"),
+    """"1 ✗ · 1 timed out · 3 ✓": timeouts apart from failures, as the merge gate counts them."""
+    parts = [f"{n:,} {word}" for n, word in ((counts.failure, "✗"), (counts.timed_out, "timed out"),
+                                              (counts.success, "✓"),
                                               (counts.running, "running"), (counts.cancelled, "cancelled"),
                                               (counts.no_report, "no report"), (counts.flaky, "flaky")) if n]
     return " · ".join(parts)

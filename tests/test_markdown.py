@@ -30,7 +30,7 @@ from renderers.markdown import (
     short_fallback_comment,
 )
 from renderers.md_escape import md_text, safe_url
-from renderers.pr_view import PrView, build_pr_view
+from renderers.pr_view import PrView, build_pr_view, gate_decision
 
 GOLDEN = Path(__file__).parent / "golden"
 PUBLIC = "https://hud.example"
@@ -185,7 +185,7 @@ def test_full_comment_golden_and_structure() -> None:
     assert comment is not None
     assert_golden("pr_comment_full.md", comment)
     assert comment.splitlines()[0] == COMMENT_MARKER
-    assert comment.splitlines()[1] == ("## ❌ Out-of-Tree Backends: 1 blocking failure · 1 failed · 3 passed · "
+    assert comment.splitlines()[1] == ("## ❌ Out-of-Tree Backends: 1 blocking failure · 1 timed out · 3 passed · "
                                        "1 running")
     assert "As of commit `a1b2c3d` (results for older commits are hidden below)" in comment
     dom = assert_safe_structure(comment, main_rows=2)
@@ -205,7 +205,7 @@ def test_check_run_golden() -> None:
     check = render_check_run(view_of(full_scenario()))
     assert (check.name, check.head_sha, check.status, check.conclusion) == (CHECK_RUN_NAME, SHA, "completed",
                                                                              "failure")
-    assert check.title == "❌ 1 blocking failure · 1 failed · 3 passed · 1 running"
+    assert check.title == "❌ 1 blocking failure · 1 timed out · 3 passed · 1 running"
     assert check.details_url == PR_PAGE and check.external_id == "pytorch/pytorch#4242"
     assert COMMENT_MARKER not in check.summary
     assert_golden("check_summary_full.md", check.summary)
@@ -254,6 +254,29 @@ def test_headline_and_conclusion(rows: list[dict[str, Any]], icon: str, status: 
     assert check_status(view) == (status, conclusion)
     check = render_check_run(view)
     assert (check.status, check.conclusion) == (status, conclusion)
+
+
+@pytest.mark.parametrize(("conclusions", "headline", "cell", "row_icon"), [
+    (("failure", "timed_out", "success"), "1 blocking failure · 1 timed out · 1 passed", "1 ✗ · 1 timed out · 1 ✓",
+     "❌"),
+    (("timed_out", "timed_out"), "2 timed out", "2 timed out", "⚠️"),
+    (("failure", "failure"), "2 blocking failures", "2 ✗", "❌"),
+    (("timed_out", "cancelled", "success"), "1 timed out · 1 passed · 1 cancelled", "1 timed out · 1 ✓ · 1 cancelled",
+     "⚠️"),
+])
+def test_timeouts_are_counted_apart_from_failures_as_the_gate_counts_them(
+        conclusions: tuple[str, ...], headline: str, cell: str, row_icon: str) -> None:
+    """The merge gate treats a timeout as infrastructure (not blocking): the headline and the Jobs cell say
+    "timed out", never fold it into the failures."""
+    view = view_of([row(job=f"j{n}", conclusion=c) for n, c in enumerate(conclusions)])
+    comment = render_pr_comment(view) or ""
+    assert comment.splitlines()[1].split(": ", 1)[1] == headline
+    [backend_row] = [line for line in comment.splitlines() if line.startswith("| ") and "acme/torch-acme" in line]
+    cells = [c.strip() for c in backend_row.strip("|").split("|")]
+    assert (cells[0], cells[3]) == (row_icon, cell)
+    gate = gate_decision(view)
+    assert len(gate.failed) == conclusions.count("failure")
+    assert len(gate.infrastructure) == conclusions.count("timed_out") + conclusions.count("cancelled")
 
 
 def test_superseded_results_are_never_counted() -> None:
