@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from oot_hud.pages import backend_html, summary_html
 from oot_hud.publish import render_site, write_site
-from renderers.backend import MAX_PRS, MAX_TRUNK
+from renderers.backend import MAX_TRUNK, PER_PAGE
 from renderers.frame import Site
 from sql.records import COLUMN_NAMES, format_time
 from sql.saved import load
@@ -181,7 +181,8 @@ def main() -> int:
                     lambda d=days: load("oot_summary").run(warehouse, {"days": d, "now": now, "silence_hours": 6}))
         for days in (7, 30):
             measure(f"query oot_backend_dashboard days={days}", lambda d=days: load("oot_backend_dashboard").run(
-                warehouse, {"repo": repo, "days": d, "now": now, "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK}))
+                warehouse, {"repo": repo, "days": d, "now": now, "offset": 0, "max_prs": PER_PAGE,
+                            "max_trunk": MAX_TRUNK, "event": ""}))
         for days in (1, 7, 30):
             measure(f"page summary (query+build+render) days={days}",
                     lambda d=days: summary_html(warehouse, days=d, now=NOW, silence_hours=6, site=Site()), 300)

@@ -8,6 +8,9 @@ pages are the same bytes apart from their links.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
+import functools
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,7 +20,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from oot_hud.responses import WAREHOUSE_DOWN, html_page, plain
 from oot_hud.services import Services
-from renderers.backend import MAX_PRS, MAX_TRUNK, build_backend, render_backend
+from renderers.backend import MAX_PAGE, MAX_TRUNK, PER_PAGE, BackendView, build_backend, is_event_view, render_backend
+from renderers.badge import BADGE_DAYS, badge_rate, render_badge
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from renderers.summary import build_summary, render_summary
 from renderers.trends import DEFAULT_TREND_RANGE, TREND_RANGES, TrendsPage, build_trends, render_trends
@@ -67,19 +71,59 @@ def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hour
     return render_summary(build_summary(rows, days=days, now=now, site=site, levels=levels))
 
 
-def dashboard_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
-    """``oot_backend_dashboard`` rows of one backend, or of every backend when ``repo`` is ''."""
+def dashboard_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime, page: int = 1,
+                   prs: int = PER_PAGE, event: str | None = None) -> list[dict]:
+    """``oot_backend_dashboard`` rows of one backend, or of every backend when ``repo`` is '': the ``page``-th
+    ``prs`` PRs and the trunk commits (of ``event`` only, when given; then no PR)."""
     return load("oot_backend_dashboard").run(warehouse, {
-        "repo": repo, "days": days, "now": format_time(now), "max_prs": MAX_PRS, "max_trunk": MAX_TRUNK})
+        "repo": repo, "days": days, "now": format_time(now), "offset": (page - 1) * prs,
+        "max_prs": 0 if event else prs, "max_trunk": MAX_TRUNK, "event": event or ""})
+
+
+def stats_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
+    """``oot_backend_stats`` rows of one backend, or of every backend when ``repo`` is ''."""
+    return load("oot_backend_stats").run(warehouse, {"repo": repo, "days": days, "now": format_time(now)})
+
+
+def trend_days(days: int) -> int:
+    """The backend page's trend covers its range, and at least a week (a one-day chart says little)."""
+    return max(days, min(TREND_RANGES))
+
+
+def side_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> BackendView:
+    """The rows a backend page shows beside the matrix: the trend, the cards' counts, the cards' stats."""
+    daily = tuple(daily_rows(warehouse, repo, days=trend_days(days), now=now))
+    card_daily = daily if trend_days(days) == days else tuple(daily_rows(warehouse, repo, days=days, now=now))
+    stats = stats_rows(warehouse, repo, days=days, now=now)
+    return BackendView(daily=daily, card_daily=card_daily, stats=stats[0] if stats else {},
+                       trend_days=trend_days(days))
 
 
 def backend_html(warehouse: Warehouse, repo: str, *, days: int, now: datetime, silence_hours: float,
-                 site: Site, rows: list[dict] | None = None) -> str:
-    """A backend's matrix page; ``rows`` (already-fetched dashboard rows of this backend) spares the query."""
+                 site: Site, rows: list[dict] | None = None, view: BackendView | None = None,
+                 public_url: str | None = None) -> str:
+    """A backend's page. ``view`` says which page or trunk kind and may carry the side rows already fetched;
+    ``rows`` (already-fetched dashboard rows of this view) spares the dashboard query. The side queries run on
+    a second connection while the dashboard runs (when the warehouse has one)."""
+    view = view or BackendView()
+    pending = None
+    if view.event is None and view.daily is None:
+        side = warehouse.side_reader() or warehouse
+        pending = _side_pool().submit(side_rows, side, repo, days=days, now=now)
     if rows is None:
-        rows = dashboard_rows(warehouse, repo, days=days, now=now)
-    page = build_backend(rows, repo=repo, days=days, now=now, site=site, silence_hours=silence_hours)
+        rows = dashboard_rows(warehouse, repo, days=days, now=now, page=view.page, event=view.event)
+    if pending is not None:
+        fetched = pending.result()
+        view = dataclasses.replace(view, daily=fetched.daily, card_daily=fetched.card_daily, stats=fetched.stats,
+                                   trend_days=fetched.trend_days)
+    view = dataclasses.replace(view, public_url=public_url)
+    page = build_backend(rows, repo=repo, days=days, now=now, site=site, silence_hours=silence_hours, view=view)
     return render_backend(page)
+
+
+@functools.cache
+def _side_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="page-side")
 
 
 def daily_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime) -> list[dict]:
@@ -140,6 +184,33 @@ async def summary_page(services: ServicesDep, now: NowDep, days: str | None = No
     return _html(body)
 
 
+BADGE_MAX_AGE_S = 60  # as fresh as the live pages, which reload every 60 s
+
+
+def badge_svg(warehouse: Warehouse, repo: str, *, now: datetime, rows: list[dict] | None = None) -> str:
+    """The backend's badge; ``rows`` (``oot_daily_pass_rate`` rows of this backend over 7 days) spares the query."""
+    if rows is None:
+        rows = daily_rows(warehouse, repo, days=BADGE_DAYS, now=now)
+    return render_badge(badge_rate(rows))
+
+
+@router.get("/oot/badge/{org}/{repo}.svg", summary="a backend's README badge: its PR pass rate over 7 days",
+            responses={200: {"description": "the badge", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                       404: plain("not a repository name"), 503: plain(WAREHOUSE_DOWN)})
+async def badge(org: str, repo: str, services: ServicesDep, now: NowDep) -> Response:
+    name = f"{org}/{repo}"
+    if not is_repo_name(name):
+        return PlainTextResponse("a backend is named owner/repository (letters, digits, '.', '_', '-')",
+                                 status_code=404)
+    try:
+        body = await asyncio.to_thread(badge_svg, services.warehouse, name, now=now)
+    except WarehouseError as exc:
+        return _unavailable(exc)
+    return Response(body, media_type="image/svg+xml", headers={
+        "Cache-Control": f"public, max-age={BADGE_MAX_AGE_S}", "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+
 @router.get("/oot/trends", response_class=HTMLResponse, summary="every backend's daily PR and trunk pass rate",
             responses={200: html_page("the trends page"), 400: plain("days is not one of the offered ranges"),
                        503: plain(WAREHOUSE_DOWN)})
@@ -155,22 +226,42 @@ async def trends_page(services: ServicesDep, now: NowDep, days: str | None = Non
     return _html(body)
 
 
+def parse_view(page: str | None, event: str | None) -> BackendView:
+    """``?page=`` (PR pages, from 1) and ``?event=`` (one trunk kind's view); a clear message when wrong."""
+    number = 1
+    if page not in (None, ""):
+        if not page.strip().isdigit() or not 1 <= int(page) <= MAX_PAGE:
+            raise BadRange(f"page must be a whole number from 1 to {MAX_PAGE} (got {page[:20]!r})")
+        number = int(page)
+    if event in (None, ""):
+        return BackendView(page=number)
+    if not is_event_view(event):
+        raise BadRange("event must be a trunk event type such as push, nightly or periodic "
+                       "(lower-case letters, digits, '_')")
+    if number != 1:
+        raise BadRange("page applies to the pull requests; a trunk kind's view has one page")
+    return BackendView(event=event)
+
+
 @router.get("/oot/{org}/{repo}", response_class=HTMLResponse, summary="one backend's PR x job matrix",
-            responses={200: html_page("the matrix page"), 400: plain("days is not one of 1, 7, 30"),
+            responses={200: html_page("the matrix page"),
+                       400: plain("days is not one of 1, 7, 30, or page / event is malformed"),
                        404: plain("not a repository name"), 503: plain(WAREHOUSE_DOWN)})
-async def backend_page(org: str, repo: str, services: ServicesDep, now: NowDep,
-                       days: str | None = None) -> Response:
+async def backend_page(org: str, repo: str, services: ServicesDep, now: NowDep, days: str | None = None,
+                       page: str | None = None, event: str | None = None) -> Response:
     name = f"{org}/{repo}"
     if not is_repo_name(name):
         return PlainTextResponse("a backend is named owner/repository (letters, digits, '.', '_', '-')",
                                  status_code=404)
     try:
         chosen = parse_days(days)
+        view = parse_view(page, event)
     except BadRange as exc:
         return PlainTextResponse(str(exc), status_code=400)
     try:
         body = await asyncio.to_thread(backend_html, services.warehouse, name, days=chosen, now=now,
-                                       silence_hours=services.settings.silence_hours, site=LIVE)
+                                       silence_hours=services.settings.silence_hours, site=LIVE, view=view,
+                                       public_url=services.settings.public_url)
     except WarehouseError as exc:
         return _unavailable(exc)
     return _html(body)

@@ -4,7 +4,11 @@ Layout (every link relative, so the site works from any sub-path and from file:/
 
     index.html                      the summary for the default range
     {days}d/index.html              the summary for each range
-    {days}d/{org}/{repo}/index.html each backend, for every range (an empty state when it has no results)
+    {days}d/{org}/{repo}/index.html each backend, for every range (an empty state when it has no results):
+                                    cards, trends, the first PR page and the trunk of every kind
+    {days}d/{org}/{repo}/page-2.html  its second PR page (when it has more than 50 PRs in the range)
+    {days}d/{org}/{repo}/trunk-{kind}.html  one trunk kind (push, nightly, periodic, any other reported)
+    badge/{org}/{repo}.svg          its README badge (PR pass rate over 7 days)
     trends/{7,30,90}d/index.html    the trends, always all three ranges
 
 While ``oot-hud serve`` holds the embedded data directory, the pages come from that server instead
@@ -29,14 +33,19 @@ from fastapi.responses import PlainTextResponse, Response
 from oot_hud.pages import (
     NowDep,
     backend_html,
+    badge_svg,
     daily_rows,
     dashboard_rows,
     level_rows,
+    stats_rows,
     summary_html,
     summary_rows,
+    trend_days,
     trends_html,
 )
 from oot_hud.responses import WAREHOUSE_DOWN, plain
+from renderers.backend import PER_PAGE, TRUNK_KINDS, BackendView, is_event_view
+from renderers.badge import BADGE_DAYS
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
 from renderers.trends import TREND_RANGES
 from sql.warehouse import Warehouse, WarehouseError
@@ -66,12 +75,16 @@ def parse_ranges(text: str) -> tuple[int, ...]:
     return values
 
 
-def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
-                silence_hours: float) -> dict[str, str]:
-    """Every page of the static site: relative path -> HTML."""
+STATIC_PAGES = 2  # PR pages published per backend and range (100 PRs); the last one says where the rest are
+
+
+def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, silence_hours: float,
+                public_url: str | None = None) -> dict[str, str]:
+    """Every page of the static site: relative path -> text (HTML, and the badges' SVG). ``public_url``: the
+    live site, for the README badge snippet on each backend page."""
     ranges = tuple(ranges)
     default = DEFAULT_RANGE if DEFAULT_RANGE in ranges else ranges[0]
-    site = Site(static=True, ranges=ranges)
+    site = Site(static=True, ranges=ranges, pages=STATIC_PAGES)
     files: dict[str, str] = {}
     backends: dict[str, None] = {}
     for days in ranges:
@@ -91,22 +104,66 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime,
     repos = [repo for repo in backends if is_repo_name(repo)]
     for repo in backends.keys() - set(repos):
         log.warning("backend name %r cannot be a path; no page published for it", repo[:100])
+    badge_rows = _by_repo(daily_rows(warehouse, "", days=BADGE_DAYS, now=now), "backend")
+    for repo in repos:
+        files[f"badge/{repo}.svg"] = badge_svg(warehouse, repo, now=now, rows=badge_rows.get(repo, []))
 
     def render_range(days: int) -> dict[str, str]:
-        # One dashboard query for every backend of the range, then each backend's page from its rows.
-        by_repo: dict[str, list[dict]] = {}
-        for row in dashboard_rows(warehouse, "", days=days, now=now):
-            by_repo.setdefault(str(row["downstream_repo"]), []).append(row)
-        return {f"{days}d/{repo}/index.html": backend_html(warehouse, repo, days=days, now=now,
-                                                          silence_hours=silence_hours, site=site.at(3),
-                                                          rows=by_repo.get(repo, []))
-                for repo in repos}
+        # One query per kind of row for every backend of the range, then each backend's pages from its rows.
+        pages_rows = _by_repo(dashboard_rows(warehouse, "", days=days, now=now, prs=PER_PAGE * STATIC_PAGES))
+        daily = _by_repo(daily_rows(warehouse, "", days=trend_days(days), now=now), "backend")
+        card_daily = daily if trend_days(days) == days else _by_repo(daily_rows(warehouse, "", days=days, now=now),
+                                                                      "backend")
+        stats = {str(row["downstream_repo"]): row for row in stats_rows(warehouse, "", days=days, now=now)}
+        kinds = dict.fromkeys(TRUNK_KINDS)
+        kinds.update((str(kind[0]), None) for rows in pages_rows.values() for kind in rows[0].get("trunk_kinds") or ()
+                     if is_event_view(str(kind[0])))
+        kind_rows = {kind: _by_repo(dashboard_rows(warehouse, "", days=days, now=now, event=kind)) for kind in kinds}
+        out: dict[str, str] = {}
+        for repo in repos:
+            side = BackendView(daily=tuple(daily.get(repo, ())), card_daily=tuple(card_daily.get(repo, ())),
+                               stats=stats.get(repo, {}), trend_days=trend_days(days))
+            for number, rows in enumerate(split_pages(pages_rows.get(repo, []), PER_PAGE, STATIC_PAGES), 1):
+                name = "index.html" if number == 1 else f"page-{number}.html"
+                out[f"{days}d/{repo}/{name}"] = backend_html(
+                    warehouse, repo, days=days, now=now, silence_hours=silence_hours, site=site.at(3), rows=rows,
+                    view=dataclasses.replace(side, page=number), public_url=public_url)
+            for kind, by_repo in kind_rows.items():
+                out[f"{days}d/{repo}/trunk-{kind}.html"] = backend_html(
+                    warehouse, repo, days=days, now=now, silence_hours=silence_hours, site=site.at(3),
+                    rows=by_repo.get(repo, []), view=BackendView(event=kind))
+        return out
 
     # Two workers: one renders (Python) while the other waits on the warehouse.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish") as pool:
         for pages in pool.map(render_range, ranges):
             files.update(pages)
     return files
+
+
+def split_pages(rows: list[dict], per_page: int, pages: int) -> list[list[dict]]:
+    """A backend's dashboard rows of several PR pages -> the rows of each page (at least one, maybe empty): PRs
+    in the query's order (most recently active first), the trunk rows on every page, as the live pages get them."""
+    trunk = [row for row in rows if int(row["pr_number"]) == 0]
+    by_pr: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        if int(row["pr_number"]) != 0:
+            by_pr.setdefault((str(row["upstream_repo"]), int(row["pr_number"])), []).append(row)
+    order = sorted(by_pr, key=lambda pr: (max(row["received_at"] for row in by_pr[pr]), pr[1]), reverse=True)
+    out = []
+    for number in range(pages):
+        chosen = order[number * per_page:(number + 1) * per_page]
+        if number and not chosen:
+            break
+        out.append([row for pr in chosen for row in by_pr[pr]] + trunk)
+    return out
+
+
+def _by_repo(rows: Iterable[dict], column: str = "downstream_repo") -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(str(row[column]), []).append(row)
+    return grouped
 
 
 def site_archive(files: Mapping[str, str]) -> bytes:
@@ -188,7 +245,8 @@ async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(s
 
     def build() -> bytes:
         return site_archive(render_site(services.warehouse, ranges=ranges, now=now,
-                                        silence_hours=services.settings.silence_hours))
+                                        silence_hours=services.settings.silence_hours,
+                                        public_url=services.settings.public_url))
 
     try:
         return Response(await asyncio.to_thread(build), media_type="application/gzip")
@@ -273,6 +331,7 @@ def _render_locally(settings: Any, ranges: tuple[int, ...]) -> dict[str, str]:
 
     warehouse = open_warehouse(settings)
     try:
-        return render_site(warehouse, ranges=ranges, now=datetime.now(UTC), silence_hours=settings.silence_hours)
+        return render_site(warehouse, ranges=ranges, now=datetime.now(UTC), silence_hours=settings.silence_hours,
+                           public_url=settings.public_url)
     finally:
         warehouse.close()

@@ -37,6 +37,7 @@ class Site:
     static: bool = False
     depth: int = 0
     ranges: tuple[int, ...] = RANGES  # the ranges that exist (a static site may publish fewer)
+    pages: int | None = None  # a backend's PR pages that exist (a static site publishes the first); None: all
 
     @property
     def _root(self) -> str:
@@ -51,13 +52,23 @@ class Site:
     def summary(self, days: int) -> str:
         return f"{self._root}{days}d/index.html" if self.static else f"/oot?days={days}"
 
-    def backend(self, repo: str, days: int) -> str | None:
-        """The backend page, or None for a name that cannot be a GitHub ``owner/name``."""
-        if not is_repo_name(repo):
+    def backend(self, repo: str, days: int, *, page: int = 1, event: str | None = None) -> str | None:
+        """The backend page (its ``page``-th page of PRs, or the view of one trunk ``event`` type), or None for a
+        name that cannot be a GitHub ``owner/name`` or a page this site does not have."""
+        if not is_repo_name(repo) or (self.pages is not None and page > self.pages):
             return None
         if self.static:
-            return f"{self._root}{days}d/{quote(repo)}/index.html"
-        return f"/oot/{quote(repo)}?days={days}"
+            name = (f"trunk-{quote(event, safe='')}.html" if event
+                    else "index.html" if page == 1 else f"page-{page}.html")
+            return f"{self._root}{days}d/{quote(repo)}/{name}"
+        extra = f"&event={quote(event, safe='')}" if event else f"&page={page}" if page > 1 else ""
+        return f"/oot/{quote(repo)}?days={days}{extra}"
+
+    def badge(self, repo: str) -> str | None:
+        """The backend's badge (an SVG), or None for a name that cannot be a repository."""
+        if not is_repo_name(repo):
+            return None
+        return f"{self._root}badge/{quote(repo)}.svg" if self.static else f"/oot/badge/{quote(repo)}.svg"
 
     def trends(self, days: int) -> str:
         return f"{self._root}trends/{days}d/index.html" if self.static else f"/oot/trends?days={days}"

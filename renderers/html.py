@@ -179,23 +179,53 @@ def job_tip(job: Any) -> str:
     return " · ".join(parts)
 
 
+def job_log_url(run_url: str, check_run_id: str) -> str | None:
+    """A job's own log on GitHub (``<run url>/job/<check run id>``): only for an https run URL without a query
+    or fragment and a numeric check-run id; None otherwise (the run's link is then the only one)."""
+    if not check_run_id.isdigit() or len(check_run_id) > 20 or not is_https(run_url) or "?" in run_url \
+            or "#" in run_url:
+        return None
+    return f"{run_url.rstrip('/')}/job/{check_run_id}"
+
+
 def job_cell(job: Any) -> Markup:
-    """A matrix cell: one chip per leg (linked to its run), flaky / attempt tags, the artifacts link. Built
-    here rather than in a template macro: a matrix page has ~1,000 cells and the macro was its render cost."""
+    """A matrix cell: one chip per leg (linked to that leg's own job log, else its run), a link to the run,
+    flaky / attempt tags, the artifacts link. Built here rather than in a template macro: a matrix page has
+    ~1,000 cells and the macro was its render cost."""
     if job is None:
         return _safe('<span class="note" aria-label="not run">·</span>')
     tip = job_tip(job)
     legs = job.legs
     if len(legs) > 1:
         count = len(legs)
-        chips = "".join(linked(chip(leg.verdict, tip=f"{tip} · leg {index} of {count}"), leg.run_url)
+        chips = "".join(linked(chip(leg.verdict, tip=f"{tip} · leg {index} of {count}"),
+                               job_log_url(leg.run_url, leg.check_run_id) or leg.run_url)
                         for index, leg in enumerate(legs, 1))
     else:
-        chips = linked(chip(job.verdict, tip=tip), job.run_url) + "\n"
+        leg = legs[0]
+        chips = linked(chip(job.verdict, tip=tip), job_log_url(leg.run_url, leg.check_run_id) or job.run_url) + "\n"
+    run = (f' <a class="run" href="{_e(job.run_url)}" rel="noopener noreferrer nofollow" title="the workflow run">'
+           "run</a>") if is_https(job.run_url) else ""
     flaky = '<span class="tag tag-flaky" title="an earlier attempt failed">flaky</span>' if job.flaky else ""
     attempt = f'<span class="tag" title="final attempt">#{_e(job.attempt)}</span>' if job.attempt > 1 else ""
     artifacts = f'<div class="note">{link(job.artifact_url, "artifacts")}</div>' if job.artifact_url else ""
-    return _safe(f'<div class="legs">\n{chips}{flaky}{attempt}</div>\n{artifacts}')
+    return _safe(f'<div class="legs">\n{chips}{flaky}{attempt}{run}</div>\n{artifacts}')
+
+
+def shard_cell(group: Any) -> Markup:
+    """Numbered shards in one cell: the worst result, opening (``<details>``, no script) into each shard."""
+    jobs = group.jobs
+    failed = group.failed
+    summary = f"{failed} of {len(group.shards)} failed" if failed else f"{len(jobs)} of {len(group.shards)} ran"
+    items = "".join(f'<li><span class="shard">{bidi(name, 60)}</span> {job_cell(job)}</li>'
+                    for name, job in group.shards)
+    return _safe(f'<details class="shards"><summary>{chip(group.verdict, tip=summary)} '
+                 f'<span class="note">{_e(summary)}</span></summary><ul>{items}</ul></details>')
+
+
+def matrix_cell(cell: Any) -> Markup:
+    """A matrix cell of either kind: one job, or a group of shards (anything with ``shards``)."""
+    return shard_cell(cell) if hasattr(cell, "shards") else job_cell(cell)
 
 
 ENV = Environment(
@@ -207,7 +237,7 @@ ENV = Environment(
 )
 ENV.filters.update(bidi=bidi, link=link, chip=chip, rate_chip=rate_chip, level_chip=level_chip,
                    duration=duration, when=when, sparkline=sparkline, clean=clean_text,
-                   job_tip=job_tip, linked=linked, job_cell=job_cell)
+                   job_tip=job_tip, linked=linked, job_cell=job_cell, matrix_cell=matrix_cell)
 ENV.globals.update(format_pass_rate=format_pass_rate, Verdict=Verdict)
 
 # Our own stylesheet (not input), inlined so pages need no other request and work offline.

@@ -40,6 +40,12 @@ def site(warehouse: Warehouse, tmp_path: Path) -> Iterator[str]:
             history.append(record(backend="acme-accel/torch-acme", pr=900 + day * 10 + pr, sha=f"{day}{pr}" * 20,
                                   received=NOW - timedelta(days=day, hours=1),
                                   conclusion="failure" if (day + pr) % 4 == 0 else "success"))
+    for shard in range(1, 5):  # numbered shards: one column, opening into each
+        history.append(record(backend="acme-accel/torch-acme", pr=900, sha="00" * 20, job=f"shard-{shard}",
+                              received=NOW - timedelta(hours=1), conclusion="failure" if shard == 2 else "success"))
+    for pr in range(2000, 2050):  # older PRs: a second page
+        history.append(record(backend="acme-accel/torch-acme", pr=pr, sha=f"{pr:040x}",
+                              received=NOW - timedelta(days=5, minutes=pr - 2000)))
     history.append(record(backend="acme-accel/torch-acme", pr=990, job="stuck", status="in_progress",
                           started=NOW - timedelta(hours=12), received=NOW - timedelta(hours=12)))
     history.append(record(backend="long-" + "n" * 90 + "/backend-" + "m" * 90, level="L3",
@@ -122,7 +128,26 @@ def test_live_pages(browser: Any, site: str, device: str) -> None:
         assert {"success", "failure", "running", "no_report"} <= set(colours)
         assert page.locator("tr[data-superseded=true]").count() >= 1
         assert page.locator("table[data-section=trunk] tbody tr").count() == 2
+        cards = page.locator(".card")
+        assert cards.count() == 6 and all(cards.nth(i).is_visible() for i in range(6))
+        shards = page.locator("details.shards").first
+        assert "1 of 4 failed" in shards.locator("summary").inner_text()
+        assert not shards.locator("li").first.is_visible()
+        shards.locator("summary").click()
+        assert shards.locator("li").count() == 4 and shards.locator("li").first.is_visible()
+        assert shards.locator("li a[href$='/job/9001shard-1']").count() == 0  # not a numeric check-run id
+        no_horizontal_overflow(page)
+        assert "[![OOT PR pass rate](" in page.locator("pre.snippet").inner_text()
         shot(page, f"backend-{device}")
+        page.get_by_role("link", name="older PRs →").click()
+        page.wait_for_url("**/oot/acme-accel/torch-acme?days=7&page=2")
+        assert "page 2 of 2" in page.locator("nav.pager").inner_text()
+        no_horizontal_overflow(page)
+        page.get_by_role("link", name="nightly").first.click()
+        page.wait_for_url("**/oot/acme-accel/torch-acme?days=7&event=nightly")
+        assert page.locator("table[data-section=trunk] tbody tr").count() == 1
+        assert page.locator(".card").count() == 0
+        page.goto(f"{site}/oot/acme-accel/torch-acme")
 
         page.get_by_role("link", name="30d").click()
         page.wait_for_url("**/oot/acme-accel/torch-acme?days=30")

@@ -164,3 +164,32 @@ async def test_trends_page_after_ingest(client: httpx.AsyncClient) -> None:
     for bad in ("1", "365", "x"):
         refused = await client.get("/oot/trends", params={"days": bad})
         assert refused.status_code == 400 and "days must be one of 7, 30, 90" in refused.text
+
+
+async def test_backend_views_badge_and_their_errors(client: httpx.AsyncClient) -> None:
+    page = await client.get("/oot/acme-accel/torch-acme")
+    html = page.text
+    assert 'data-card="pass-rate"' in html and '<svg class="trend"' in html and 'id="badge"' in html
+    assert "[![OOT PR pass rate](http://127.0.0.1:8000/oot/badge/acme-accel/torch-acme.svg)]" in html
+    assert '<meta http-equiv="refresh" content="60">' in html
+    nightly = await client.get("/oot/acme-accel/torch-acme", params={"event": "nightly", "days": "30"})
+    trunk = table_rows(nightly.text, "trunk")
+    assert nightly.status_code == 200 and [" ".join(str(r["text"]).split())[:12] for r in trunk] == ["nightly eeee"]
+    assert 'id="prs"' not in nightly.text
+    second = await client.get("/oot/acme-accel/torch-acme", params={"page": "2"})
+    assert second.status_code == 200 and 'data-empty="page"' in second.text
+    for params, message in (({"page": "0"}, "page must be a whole number"), ({"page": "x"}, "page must be"),
+                            ({"event": "Push!"}, "event must be a trunk event type"),
+                            ({"event": "push", "page": "2"}, "a trunk kind's view has one page")):
+        refused = await client.get("/oot/acme-accel/torch-acme", params=params)
+        assert refused.status_code == 400 and message in refused.text, params
+
+    badge = await client.get("/oot/badge/acme-accel/torch-acme.svg")
+    assert badge.status_code == 200 and badge.headers["content-type"] == "image/svg+xml"
+    assert badge.headers["cache-control"] == "public, max-age=60"
+    assert ">100.0%</text>" in badge.text and 'fill="#1a7f37"' in badge.text  # its PR jobs all passed
+    contoso = await client.get("/oot/badge/contoso/pytorch-npu.svg")
+    assert ">0.0%</text>" in contoso.text and 'fill="#cf222e"' in contoso.text
+    unknown = await client.get("/oot/badge/nobody/nothing.svg")
+    assert unknown.status_code == 200 and ">no data</text>" in unknown.text
+    assert (await client.get("/oot/badge/bad%20name/x.svg")).status_code == 404

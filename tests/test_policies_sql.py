@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from oot_hud.pages import level_rows, summary_rows
-from renderers.backend import BackendPage, build_backend
+from renderers.backend import BackendPage, BackendView, build_backend
 from renderers.frame import Site
 from renderers.policy import Verdict
 from renderers.pr_view import VerdictCounts
@@ -32,7 +32,8 @@ def summary(warehouse: Warehouse, days: int = 7, silence_hours: float = 6) -> di
 def backend(warehouse: Warehouse, repo: str = ACME, days: int = 7, silence_hours: float = 6,
             max_prs: int = 200) -> BackendPage:
     rows = load("oot_backend_dashboard").run(warehouse, {
-        "repo": repo, "days": days, "now": format_time(NOW), "max_prs": max_prs, "max_trunk": 30})
+        "repo": repo, "days": days, "now": format_time(NOW), "offset": 0, "max_prs": max_prs, "max_trunk": 30,
+        "event": ""})
     return build_backend(rows, repo=repo, days=days, now=NOW, site=Site(), silence_hours=silence_hours)
 
 
@@ -212,3 +213,53 @@ def test_daily_pass_rate_agrees_with_the_summary(warehouse: Warehouse) -> None:
         assert len({r["day"] for r in pr}) > 3 and {r["level"] for r in mine} == {"L4"}
     one = load("oot_daily_pass_rate").run(warehouse, {"repo": "a/one", "days": 7, "now": format_time(NOW)})
     assert one == [r for r in rows if r["backend"] == "a/one"]
+
+
+def test_backend_paging_trunk_kinds_titles_and_stats(warehouse: Warehouse) -> None:
+    """The dashboard pages PRs (50 a page, no PR on two pages), filters one trunk kind, names each kind's newest
+    commit and carries the PR's title and author from webhooks; oot_backend_stats' PRs and averages are those
+    of the records' newest versions; the cards' counts are the summary's."""
+    prs = [record(pr=pr, sha=f"{pr:040x}", received=NOW - timedelta(minutes=pr), duration=60.0 * (pr % 3 + 1),
+                  queue_time_s=float(pr % 4), conclusion="failure" if pr % 5 == 0 else "success")
+           for pr in range(1, 121)]
+    older = record(pr=7, sha=f"{7:040x}", received=NOW - timedelta(minutes=200), status="in_progress",
+                   queue_time_s=999.0)  # an older version of PR 7's record: replaced, never averaged
+    trunk = [record(pr=0, sha="c" * 40, event="push", received=NOW - timedelta(hours=3)),
+             record(pr=0, sha="d" * 40, event="nightly", received=NOW - timedelta(hours=2), conclusion="failure"),
+             record(pr=0, sha="e" * 40, event="nightly", received=NOW - timedelta(hours=5))]
+    warehouse.insert_job_rows([row(older, version=1)] + [row(r) for r in prs + trunk])
+    warehouse.insert("oot_pr_heads", [["pytorch/pytorch", 3, f"{3:040x}", "open", "main", 1, NOW, "Old title", "amy"],
+                                      ["pytorch/pytorch", 3, f"{3:040x}", "open", "main", 1,
+                                       NOW + timedelta(seconds=1), "New <title>", "amy"]],
+                     ["upstream_repo", "pr_number", "head_sha", "state", "base_ref", "installation_id", "updated_at",
+                      "title", "author"])
+
+    def page(number: int, event: str = "") -> list[dict[str, Any]]:
+        return load("oot_backend_dashboard").run(warehouse, {
+            "repo": ACME, "days": 7, "now": format_time(NOW), "offset": (number - 1) * 50,
+            "max_prs": 0 if event else 50, "max_trunk": 30, "event": event})
+
+    seen = [sorted({r["pr_number"] for r in page(n) if r["pr_number"]}, reverse=True) for n in (1, 2, 3, 4)]
+    assert seen == [list(range(50, 0, -1)), list(range(100, 50, -1)), list(range(120, 100, -1)), []]
+    first = page(1)
+    assert {(r["prs_total"], r["trunk_total"]) for r in first} == {(120, 3)}
+    assert {r["pr_title"] for r in first if r["pr_number"] == 3} == {"New <title>"}
+    assert {r["pr_author"] for r in first if r["pr_number"] == 3} == {"amy"}
+    assert {r["pr_title"] for r in first if r["pr_number"] == 4} == {""}
+    kinds = {k[0]: (k[1], k[3]) for k in first[0]["trunk_kinds"]}
+    assert kinds == {"push": ("c" * 40, 1), "nightly": ("d" * 40, 2)}
+    nightly = page(1, "nightly")
+    assert {r["head_sha"] for r in nightly} == {"d" * 40, "e" * 40} and {r["trunk_total"] for r in nightly} == {2}
+    built = build_backend(first, repo=ACME, days=7, now=NOW, site=Site(), silence_hours=6)
+    assert (built.pages, built.next.number if built.next else None) == (3, 2)
+
+    [stats] = load("oot_backend_stats").run(warehouse, {"repo": ACME, "days": 7, "now": format_time(NOW)})
+    assert stats["prs"] == 120
+    assert stats["avg_queue_s"] == pytest.approx(sum(pr % 4 for pr in range(1, 121)) / 120)
+    assert stats["avg_execution_s"] == pytest.approx(sum(60.0 * (pr % 3 + 1) for pr in range(1, 121)) / 120)
+    daily = load("oot_daily_pass_rate").run(warehouse, {"repo": ACME, "days": 7, "now": format_time(NOW)})
+    cards = build_backend(first, repo=ACME, days=7, now=NOW, site=Site(), silence_hours=6,
+                          view=BackendView(daily=tuple(daily), stats=stats)).cards
+    s = summary(warehouse)[ACME]
+    assert cards is not None and (cards.passed, cards.failed, cards.timed_out, cards.jobs, cards.prs) == (
+        s.successes, s.failures, s.timed_out, s.total, 120)

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from renderers.backend import build_backend, render_backend
+from renderers.backend import BackendView, Cards, ShardGroup, build_backend, render_backend
+from renderers.badge import badge_rate, render_badge
 from renderers.frame import Site
-from renderers.html import bidi, is_https, link, sparkline
+from renderers.html import bidi, is_https, job_log_url, link, sparkline
+from renderers.policy import Verdict
 from renderers.summary import build_summary, render_summary
 from renderers.trends import TrendsPage, build_trends, render_trends
 
@@ -319,3 +321,119 @@ def test_summary_sections_by_level_worst_first() -> None:
     html = render_summary(page)
     l1 = html.split('<ul class="names" data-level="L1">')[1].split("</ul>")[0]
     assert parse(l1).tags == ["li", "bdi", "li", "bdi"] and not parse(l1).hrefs  # by name only, no link
+
+
+def shard_rows() -> list[dict[str, Any]]:
+    rows = [record_row(job_name=f"test-{n}", check_run_id=str(100 + n),
+                       conclusion="failure" if n == 3 else "success") for n in (1, 2, 3, 4, 10)]
+    rows += [record_row(job_name=f"build-{n}", check_run_id=str(200 + n)) for n in (1, 2)]  # two: no group
+    rows += [record_row(job_name="lint", check_run_id="abc", workflow_url="https://github.com/a/b/actions/runs/9?x=1")]
+    return rows
+
+
+def test_backend_shards_collapse_into_their_worst_result() -> None:
+    page = build_backend(shard_rows(), repo="acme/torch-acme", days=7, now=NOW, site=Site(), silence_hours=6)
+    labels = [column.label for column in page.prs.columns]
+    assert labels == ["build-1", "build-2", "lint", "test ×5"]
+    group = page.prs.rows[0].cells[3]
+    assert isinstance(group, ShardGroup) and [name for name, _ in group.shards] == [
+        "test-1", "test-2", "test-3", "test-4", "test-10"]  # by number, not by text
+    assert group.verdict is Verdict.FAILURE and group.failed == 1
+    assert page.prs.counts.failure == 1 and page.prs.counts.success == 7  # shards still count one by one
+    html = render_backend(page)
+    cell = html.split('<details class="shards">')[1].split("</details>")[0]
+    summary = cell.split("</summary>")[0]
+    assert 'data-verdict="failure"' in summary and "1 of 5 failed" in summary and "<a " not in summary
+    assert cell.count("<li>") == 5 and cell.count('data-verdict="success"') == 4
+    assert 'data-shards="5"' in html and "<script" not in html
+
+
+def test_backend_cells_link_the_jobs_log_and_the_run() -> None:
+    html = render_backend(build_backend(shard_rows(), repo="acme/torch-acme", days=7, now=NOW, site=Site(),
+                                        silence_hours=6))
+    hrefs = parse(html).hrefs
+    run = "https://github.com/acme/torch-acme/actions/runs/9"
+    assert f"{run}/job/101" in hrefs and f"{run}/job/201" in hrefs  # each chip: its job's own log
+    assert run in hrefs  # and the run beside it
+    # a check-run id that is no number, or a run URL with a query: no made-up log link, the run only
+    assert not any("/job/abc" in href or "?x=1/job" in href for href in hrefs)
+    assert str(job_log_url("javascript:alert(1)", "5")) == "None" and job_log_url(run + "/", "7") == run + "/job/7"
+
+
+def test_backend_rows_show_title_author_and_the_commit() -> None:
+    kinds = [("nightly", "c" * 40, datetime(2026, 11, 20, 10), 1, "pytorch/pytorch"),
+             ("workflow_dispatch", "d" * 40, datetime(2026, 11, 19), 2, "pytorch/pytorch"),
+             ("Bad Kind!", "e" * 40, datetime(2026, 11, 18), 1, "pytorch/pytorch")]  # every row carries them
+    rows = [record_row(pr_title='Fix <b>it</b> @everyone ![x](https://evil.example/x.png)',
+                       pr_author="octo-cat", trunk_kinds=kinds),
+            record_row(pr_number=0, event_type="nightly", head_sha="c" * 40, current_head_sha="c" * 40,
+                       check_run_id="10", trunk_kinds=kinds)]
+    html = render_backend(build_backend(rows, repo="acme/torch-acme", days=7, now=NOW, site=Site(),
+                                        silence_hours=6))
+    doc = parse(html)
+    assert "b" not in doc.tags and "img" not in doc.tags
+    assert "Fix &lt;b&gt;it&lt;/b&gt; @everyone" in html and "by <bdi>octo-cat</bdi>" in html
+    assert not any("evil.example" in href or "octo-cat" in href for href in doc.hrefs)  # text, never a link
+    assert f"https://github.com/pytorch/pytorch/commit/{'3f2a9c1d' + '0' * 32}" in doc.hrefs
+    assert f"https://github.com/pytorch/pytorch/commit/{'c' * 40}" in doc.hrefs
+    # the trunk kinds: the three usual ones and any other reported, each with its newest commit linked
+    tabs = re.findall(r'data-event="([^"]+)"', html)
+    assert tabs == ["push", "nightly", "periodic", "Bad Kind!", "workflow_dispatch"]
+    assert "/oot/acme/torch-acme?days=7&event=workflow_dispatch" in doc.hrefs
+    assert not any("Bad" in href for href in doc.hrefs)  # a kind that cannot be a parameter gets no view
+    assert f"https://github.com/pytorch/pytorch/commit/{'d' * 40}" in doc.hrefs
+
+
+def test_backend_cards_paging_badge_and_trunk_view() -> None:
+    daily = [daily_row(NOW.date(), passed=8, failed=1, timed_out=1, cancelled=2, total=13),
+             daily_row(NOW.date() - timedelta(days=1), passed=2, failed=0, timed_out=0, cancelled=0, total=2),
+             daily_row(NOW.date(), kind="trunk", passed=0, failed=5, total=5)]
+    rows = [record_row(prs_total=120)]
+    view = BackendView(page=2, daily=tuple(daily), stats={"prs": 31, "avg_queue_s": 95.0,
+                                                          "avg_execution_s": 3000.0},
+                       trend_days=7, public_url="https://hud.example/")
+    page = build_backend(rows, repo="acme/torch-acme", days=7, now=NOW, site=Site(), silence_hours=6, view=view)
+    assert page.cards == Cards(passed=10, failed=1, timed_out=1, cancelled=2, jobs=15, prs=31, avg_queue_s=95.0,
+                               avg_execution_s=3000.0)
+    assert page.cards.rate == pytest.approx(10 / 12) and page.cards.timeout_rate == pytest.approx(1 / 14)
+    html = render_backend(page)
+    cards = {part.split('"')[0]: " ".join(" ".join(parse(part.split(">", 1)[1].split("</section>")[0]).text)
+                                          .split()) for part in html.split('data-card="')[1:]}
+    assert cards == {"pass-rate": "PR pass rate 83.3 % 10 passed of 12 judged jobs",
+                     "prs": "Pull requests 31 distinct PRs tested",
+                     "failures": "Failures and timeouts 1 + 1 failed + timed out, of 15 jobs",
+                     "timeout-rate": "Timeout rate 7.1 % of 14 finished jobs",
+                     "queue": "Average queue time 1m dispatch to start",
+                     "execution": "Average execution time 50m start to finish PR jobs in the last 7 days; "
+                                  "times over every execution (each attempt and leg) that reported one."}
+    hrefs = parse(html).hrefs
+    assert "/oot/acme/torch-acme?days=7" in hrefs and "/oot/acme/torch-acme?days=7&page=3" in hrefs  # prev / next
+    assert "page 2 of 3" in html and 'rel="prev"' in html and 'rel="next"' in html
+    snippet = "[![OOT PR pass rate](https://hud.example/oot/badge/acme/torch-acme.svg)](https://hud.example/oot/acme/torch-acme)"
+    assert f'<pre class="snippet"><code>{snippet}</code></pre>' in html.replace("&amp;", "&")
+    assert not any("badge" in href for href in hrefs)  # text to copy; no anchor offers it
+    assert '<svg class="trend"' in html and "/oot/trends?days=90#b-acme--torch-acme" in hrefs
+    # the static site publishes two PR pages: the second says where the others are
+    static = render_backend(build_backend(rows, repo="acme/torch-acme", days=7, now=NOW, silence_hours=6,
+                                          site=Site(static=True, depth=3, pages=2), view=view))
+    assert "older PRs are on the live site" in static and 'rel="next"' not in static
+    assert "index.html" in " ".join(parse(static).hrefs)
+    # a trunk kind's view: that kind's commits only, no cards, PRs or trends
+    trunk = build_backend([record_row(pr_number=0, event_type="nightly", head_sha="c" * 40,
+                                      current_head_sha="c" * 40)],
+                          repo="acme/torch-acme", days=7, now=NOW, site=Site(), silence_hours=6,
+                          view=BackendView(event="nightly"))
+    html = render_backend(trunk)
+    assert trunk.cards is None and 'id="prs"' not in html and 'id="cards"' not in html
+    assert "Trunk: <bdi>nightly</bdi>" in html and 'class="tab current"' in html
+    assert "/oot/acme/torch-acme?days=30&event=nightly" in parse(html).hrefs  # ranges keep the view
+
+
+def test_badge_svg() -> None:
+    for rate, colour, text in ((0.975, "#1a7f37", "97.5%"), (0.8, "#9a6700", "80.0%"), (0.5, "#cf222e", "50.0%"),
+                               (None, "#59636e", "no data")):
+        svg = render_badge(rate)
+        assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and f'fill="{colour}"' in svg
+        assert f">{text}</text>" in svg and "<script" not in svg and "href" not in svg
+    assert badge_rate([daily_row(NOW.date(), passed=3, failed=1), daily_row(NOW.date(), kind="trunk", failed=9)]) \
+        == 0.75

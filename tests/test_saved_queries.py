@@ -20,7 +20,7 @@ PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*):([A-Za-z0-9()', ]+)\}")
 SEEDED_PARAMS: dict[str, dict[str, Any]] = {
     "oot_summary": {"days": 7, "now": format_time(NOW), "silence_hours": 6},
     "oot_backend_dashboard": {"repo": "acme/torch-acme", "days": 7, "now": format_time(NOW),
-                              "max_prs": 200, "max_trunk": 30},
+                              "offset": 0, "max_prs": 200, "max_trunk": 30, "event": ""},
     "oot_pr_results": {"upstream_repo": "pytorch/pytorch", "pr": 100},
     "oot_pr_rows": {"upstream_repo": "pytorch/pytorch", "pr": 100},
 }
