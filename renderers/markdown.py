@@ -254,7 +254,7 @@ def _label_hints(view: PrView) -> list[str]:
             label = f"{view.policy.label_prefix}{device}"
             names = ", ".join(f"**{md_text(repo)}**" for repo in idle)
             lines.append(f"- `{label}` is on this PR: waiting for {names} to report" if label in view.labels
-                         else f"- add the label `{label}` to run {names}")
+                         else f"- add the label `{label}` to opt this PR into {names}")
     return lines
 
 

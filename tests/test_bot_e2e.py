@@ -211,7 +211,7 @@ async def test_repository_without_the_app_gets_nothing_and_is_not_retried(
 
 
 L3_ALLOWLIST = "L4:\n  - acme/torch-acme\nL3:\n  npu:\n    acme/npu: [alice]\n"
-ADD_NPU = "- add the label `ciflow/crcr/npu` to run **acme/npu**\n"
+ADD_NPU = "- add the label `ciflow/crcr/npu` to opt this PR into **acme/npu**\n"
 WAIT_NPU = "- `ciflow/crcr/npu` is on this PR: waiting for **acme/npu** to report\n"
 
 
