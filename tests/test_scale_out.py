@@ -110,6 +110,23 @@ class Cluster:
             return f"check run: want {want}\nhave {sent}"
         return ""
 
+    def wait_landed(self, plan: list[dict[str, Any]], within: float = 30.0) -> None:
+        """Until the warehouse holds every result of ``plan`` in its posted status: before that, the
+        warehouse's render still equals what GitHub shows from the previous burst, and "converged" would
+        be true too early (the replicator lags the 200 by up to a poll and an insert)."""
+        wanted = {(b["untrusted"]["callback_payload"]["workflow"]["check_run_id"],
+                   b["untrusted"]["callback_payload"]["workflow"]["status"]) for b in plan}
+        deadline = time.monotonic() + within
+        while True:
+            rows = self.warehouse.query(
+                "SELECT check_run_id, status FROM oot_job_results FINAL WHERE check_run_id IN {ids:Array(String)}",
+                {"ids": sorted({crid for crid, _ in wanted})})
+            missing = wanted - {(str(row["check_run_id"]), str(row["status"])) for row in rows}
+            if not missing:
+                return
+            assert time.monotonic() < deadline, f"not replicated in time: {sorted(missing)[:5]}\n" + self.logs()
+            time.sleep(0.1)
+
     def wait_converged(self, prs: tuple[int, ...], within: float) -> float:
         deadline = time.monotonic() + within
         while differences := {pr: d for pr in prs if (d := self.difference(pr))}:
@@ -232,6 +249,7 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
     plan = [result(pr, f"job-{j}", BACKENDS[j], done=False) for pr in PRS for j in range(3)]
     rng.shuffle(plan)
     last = burst(cluster, plan, rng)
+    cluster.wait_landed(plan)
     cluster.wait_converged(PRS, within=P95_BOUND + 10)
     writes = cluster.writes()
     signal = {pr: max(at for at, _, p in writes if p == pr) for pr in PRS}
@@ -255,6 +273,7 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
 
     last = burst(cluster, plan, rng, during=kill_a_holder)
     assert killed, "no instance held a lease during the burst"
+    cluster.wait_landed(plan)
     done_at = cluster.wait_converged(PRS, within=LEASE + DEBOUNCE + 5.0 + 10)
     assert done_at - max(last.values()) <= LEASE + DEBOUNCE + 5.0, "converged too late after the kill"
     writes = cluster.writes()
@@ -264,6 +283,7 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
     # Burst 3, on the two instances left: one more job per PR.
     plan = [result(pr, "job-3", BACKENDS[0], done=True) for pr in PRS]
     last = burst(cluster, plan, rng)
+    cluster.wait_landed(plan)
     cluster.wait_converged(PRS, within=P95_BOUND + 10)
     writes = cluster.writes()
     third = writes[burst_two:]
