@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -36,26 +36,36 @@ def in_memory_dedupe() -> FirstDelivery:
     return first_delivery
 
 
-def signature_problem(secret: bytes, body: bytes, header: str | None, sha1_header: str | None) -> str | None:
-    """Why the delivery's signature is unacceptable, or None when it verifies (HMAC-SHA256 of the raw body)."""
+def signature_problem(secrets: Sequence[bytes], body: bytes, header: str | None,
+                      sha1_header: str | None) -> str | None:
+    """Why the delivery's signature is unacceptable, or None when it verifies (HMAC-SHA256 of the raw body)
+    under one of ``secrets`` (several while the secret is rotated)."""
     if not header:
         if sha1_header:
             return "SHA-1 signatures (X-Hub-Signature) are refused; X-Hub-Signature-256 is required"
         return "missing X-Hub-Signature-256"
     if not header.startswith("sha256="):
         return "X-Hub-Signature-256 must start with sha256="
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), header.strip().encode()):
-        return "signature does not match"
-    return None
+    given = header.strip().encode()
+    matched = False
+    for secret in secrets:  # every secret is tried, so the time taken says nothing about which one matched
+        expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(expected, given)
+    return None if matched else "signature does not match"
+
+
+def webhook_secrets(value: str | Sequence[str] | None) -> list[bytes]:
+    """The accepted secrets: a comma-separated string (as configured) or a list; blanks dropped."""
+    parts = value.split(",") if isinstance(value, str) else list(value or ())
+    return [part.strip().encode() for part in parts if part.strip()]
 
 
 class WebhookReceiver:
     """Verify, de-duplicate, parse and route one delivery; the routed work runs in the background."""
 
-    def __init__(self, secret: str | None, router: Router, spawn: Spawn, *,
+    def __init__(self, secret: str | Sequence[str] | None, router: Router, spawn: Spawn, *,
                  max_bytes: int = MAX_WEBHOOK_BYTES, first_delivery: FirstDelivery | None = None) -> None:
-        self._secret = secret.encode() if secret else None
+        self._secrets = webhook_secrets(secret)
         self._router = router
         self._spawn = spawn
         self.max_bytes = max_bytes
@@ -63,11 +73,11 @@ class WebhookReceiver:
 
     async def receive(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """-> (HTTP status, JSON body). Never raises for bad input."""
-        if self._secret is None:
+        if not self._secrets:
             return 503, {"error": "webhooks are disabled: OOT_HUD_GITHUB_WEBHOOK_SECRET is not configured"}
         if len(body) > self.max_bytes:
             return 413, {"error": f"body larger than {self.max_bytes} bytes"}
-        problem = signature_problem(self._secret, body, headers.get("x-hub-signature-256"),
+        problem = signature_problem(self._secrets, body, headers.get("x-hub-signature-256"),
                                     headers.get("x-hub-signature"))
         if problem:
             log.warning("webhook refused", extra={"reason": problem,

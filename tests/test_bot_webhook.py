@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -350,3 +351,40 @@ async def test_installation_bookkeeping(client: httpx.AsyncClient, bot: Bot, war
     await deliver(client, "installation.deleted")
     await bot.drain()
     assert bot.state.installation_for("pytorch/pytorch") is None
+
+
+async def test_rotation_accepts_every_listed_secret_and_only_those(warehouse: Warehouse, tmp_path: Path) -> None:
+    """OOT_HUD_GITHUB_WEBHOOK_SECRET="old,new" through the composition root: while GitHub switches from the old
+    secret to the new one, deliveries signed with either verify; any other secret, a blank entry, a SHA-1
+    signature made with a listed secret, or a signature over other bytes is still a 401."""
+    from oot_hud.services import build_bot
+    from oot_hud.settings import Settings
+
+    settings = Settings(github_webhook_secret=" old-s3cret , new-s3cret ,", data_dir=tmp_path)
+    made = build_bot(settings, warehouse)
+    await made.start()
+    calls: list[str] = []
+
+    async def count(delivery: Delivery) -> None:
+        calls.append(delivery.delivery_id)
+
+    made.router.add("pull_request", "opened", count)
+    app = FastAPI()
+    app.include_router(webhook_api(lambda request: made.receiver))
+    body = json.dumps(github_payload("pull_request.opened")).encode()
+    sha1 = "sha1=" + hmac.new(b"new-s3cret", body, hashlib.sha1).hexdigest()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hud.test") as http:
+        async def send(secret: str, delivery: str, **changes: str) -> httpx.Response:
+            headers = signed_headers(body, secret, event="pull_request", delivery=delivery)
+            headers.update(changes)
+            return await http.post(WEBHOOK_PATH, content=body, headers=headers)
+
+        old, new = await send("old-s3cret", "d-old"), await send("new-s3cret", "d-new")
+        refused = [await send("other-secret", "d-other"), await send("", "d-blank"),
+                   await send("old-s3cret, new-s3cret", "d-whole"),
+                   await send("new-s3cret", "d-sha1", **{"X-Hub-Signature-256": "", "X-Hub-Signature": sha1})]
+        await made.drain()
+    assert (old.status_code, new.status_code) == (202, 202)
+    assert [r.status_code for r in refused] == [401] * 4
+    assert calls == ["d-old", "d-new"]
+    await made.stop()
