@@ -38,7 +38,7 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, token: str | None = None,
                  port: int | None = None, log_level: str = "warning",
-                 entry: Sequence[str] = ("-m", "oot_hud")) -> None:
+                 entry: Sequence[str] = ("-m", "oot_hud"), wrapper: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.token = token or secrets.token_urlsafe(24)
         self.port = port or free_port()
@@ -46,6 +46,7 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.log_level = log_level
         self.entry = list(entry)  # how Python runs the CLI (a wrapper script, for profiling)
+        self.wrapper = list(wrapper)  # a command that execs the rest (e.g. into a mount namespace): same pid
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("OOT_HUD_")}
         self.env.update({"OOT_HUD_DATA_DIR": str(data_dir), "OOT_HUD_RELAY_TOKENS": self.token,
                          "PYTHONUNBUFFERED": "1"})
@@ -67,7 +68,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # the child keeps its own copy of the descriptor
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.entry, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                [*self.wrapper, sys.executable, *self.entry, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", self.log_level],
                 env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
@@ -133,7 +134,8 @@ def running_server(data_dir: Path, *, env: Mapping[str, str] | None = None,
         server.stop()
 
 
-def query_data_dir(data_dir: Path, sql: str, database: str = "oot_hud", timeout: float = 120.0) -> list[dict]:
+def query_data_dir(data_dir: Path, sql: str, database: str = "oot_hud", timeout: float = 120.0,
+                   wrapper: Sequence[str] = ()) -> list[dict]:
     """Run a read on a data dir no server holds, in a fresh Python process (chDB: one path per process)."""
     import json
 
@@ -144,7 +146,7 @@ def query_data_dir(data_dir: Path, sql: str, database: str = "oot_hud", timeout:
         "wh = Warehouse.connect(url=None, data_dir=Path(sys.argv[1]), database=sys.argv[2])\n"
         "print(json.dumps(wh.query(sys.argv[3]), default=str))\n"
     )
-    done = subprocess.run([sys.executable, "-c", program, str(data_dir), database, sql], cwd=REPO_ROOT,
+    done = subprocess.run([*wrapper, sys.executable, "-c", program, str(data_dir), database, sql], cwd=REPO_ROOT,
                           capture_output=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"query failed: {done.stderr.decode(errors='replace')[-2000:]}")
