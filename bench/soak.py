@@ -139,6 +139,22 @@ def server_usage(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def descriptor_kinds(pid: int, data_dir: Path) -> str:
+    """What the open descriptors are (``ls -l /proc/<pid>/fd``, summed): sockets, pipes, anonymous inodes
+    (epoll, eventfd), files in the data directory, other files."""
+    kinds: dict[str, int] = defaultdict(int)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        kind = ("socket" if target.startswith("socket:") else "pipe" if target.startswith("pipe:")
+                else "anon" if target.startswith("anon_inode:") else "data" if target.startswith(str(data_dir))
+                else "file")
+        kinds[kind] += 1
+    return " ".join(f"{kind}={count}" for kind, count in sorted(kinds.items()))
+
+
 async def paced(rate: float, until: float, action: Any) -> None:
     """Call ``action()`` ``rate`` times a second (open loop: a slow answer never delays the next request)."""
     interval = 1.0 / rate
@@ -237,7 +253,7 @@ async def run(args: argparse.Namespace) -> int:
                           f"{sum(done.errors.values()):>6} {rss:>8.0f} {fds:>5} {len(fake.writes()):>9} "
                           f"{os.getloadavg()[0]:>5.2f}"
                           + (f"  publish {done.latencies['publish'][0]:.1f} s" if done.latencies.get("publish")
-                             else ""), flush=True)
+                             else "") + f"  fds: {descriptor_kinds(server.pid, server.data_dir)}", flush=True)
 
             await asyncio.gather(paced(args.rate, until, ingest), paced(1, until, webhook),
                                  paced(2, until, view), paced(1, until, api_call), publisher(), reporter())
