@@ -1,13 +1,26 @@
-"""Ingest benchmark: accepted results/s and latency of ``POST /api/oot/results`` next to a bare endpoint.
+"""Ingest benchmark: ``POST /api/oot/results`` on ``oot-hud serve`` next to a bare endpoint, driven by wrk.
 
-Starts (or targets) a real ``oot-hud serve`` on loopback and, in the same run, a bare FastAPI app under
-uvicorn that only parses the JSON; the same httpx client drives both, in rounds that alternate which goes
-first. Then paced runs (200 req/s) for latency under a steady load, with httpx and with a lean raw-socket
-client, and optionally the server's RSS after N results.
+Starts, as separate processes on loopback, a real ``oot-hud serve`` (embedded store, journal fsynced,
+rate limit lifted) and a bare FastAPI app under uvicorn + uvloop + httptools that only parses the JSON
+and answers. wrk (C, one thread) posts fixture 02_pr_completed_success with a check_run_id of its own
+per request (``bench/wrk/unique-results.lua``) to each in turn, in rounds that alternate which goes first,
+at 16 and at 64 connections. Every round prints req/s, p50/p99 (wrk's), the server's CPU per result and
+its CPU use (the whole process and its event-loop thread, from /proc), wrk's own CPU use, the non-2xx
+count and the load average; then the medians, the ratio to the bare endpoint, the spread between rounds
+and what saturated.
 
-    .venv/bin/python bench/ingest.py                       # throughput + paced latency
+Then an open-loop run at ``--rate`` (200/s) for latency under a steady load, with a lean raw-socket
+client (wrk has no constant-rate mode; wrk2 is not in Debian): a request is sent every 1/rate s whatever
+the answers, and its latency counts from when it was due, so a late client or server shows as latency.
+With ``--rss-results N`` wrk then posts the 13 good fixtures in turn (in_progress -> completed pairs,
+a stale in_progress, a re-post; 1,000 PRs in turn) until the server has answered N results in all, and
+the server's RSS is printed then and 10 s later.
+
+    .venv/bin/python bench/ingest.py                       # throughput at 16 and 64 + paced latency
     .venv/bin/python bench/ingest.py --rss-results 100000  # ... and RSS after 100,000 results
     .venv/bin/python bench/ingest.py --url http://127.0.0.1:8000 --token T --pid PID
+
+wrk: ``apt-get install -y wrk`` (the bench runs that itself when it may, as root, and wrk is missing).
 """
 
 from __future__ import annotations
@@ -16,13 +29,14 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,135 +49,187 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.servers import ServerProcess, free_port  # noqa: E402 - after the path setup
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "relay"
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "unique-results.lua"
 PATH = "/api/oot/results"
-PLACEHOLDER = b"__BENCH_CHECK_RUN__"
+THROUGHPUT_FIXTURE = "02_pr_completed_success"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Placeholders the wrk script fills in (see bench/wrk/unique-results.lua).
+FIXTURE_PR = "170001"
+FIXTURE_SHA = "3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b"
+FIXTURE_DELIVERY = "6c0e0a52-c5a1-11f0-8f21-1a2b3c4d5e6f"
 
 
-def templates() -> list[bytes]:
-    """Every good fixture with its check_run_id replaced by a placeholder (so each post is a new job)."""
-    out = []
-    for path in sorted(FIXTURES.glob("[0-9]*.json")):
-        body = json.loads(path.read_text())
-        body["untrusted"]["callback_payload"]["workflow"]["check_run_id"] = PLACEHOLDER.decode()
-        out.append(json.dumps(body).encode())
-    return out
+# ---- bodies ----
+
+def template(name: str, *, vary_pr: bool) -> str:
+    """A fixture as one JSON line with placeholders for the check-run id (and the PR, SHA, delivery)."""
+    body = json.loads((FIXTURES / f"{name}.json").read_text())
+    body["untrusted"]["callback_payload"]["workflow"]["check_run_id"] = "__CRID__"
+    text = json.dumps(body, separators=(",", ":"))
+    if vary_pr:
+        text = text.replace(FIXTURE_PR, "__PR__").replace(FIXTURE_SHA, "__SHA__").replace(FIXTURE_DELIVERY, "__DLV__")
+    return text
 
 
-# 1,000 PRs in turn: 100,000 results make ~100 a PR (about five backends x ten jobs x two callbacks).
-PR_COUNT = 1_000
-FIXTURE_PR = b"170001"
-FIXTURE_SHA = b"3f2a9c1d7e5b4a6f8c0d2e4f6a8b0c1d2e3f4a5b"
-FIXTURE_DELIVERY = b"6c0e0a52-c5a1-11f0-8f21-1a2b3c4d5e6f"
+def mixed_templates() -> list[str]:
+    """Every good fixture in turn: 01 -> 02, 03 -> 04, 05 -> 06 are in_progress -> completed of one job, 12
+    re-posts 02; each round of 13 on a PR, head SHA and delivery of its own."""
+    return [template(path.stem, vary_pr=True) for path in sorted(FIXTURES.glob("[0-9]*.json"))]
 
 
-def bodies(run: str) -> Iterator[bytes]:
-    """Varied keys, realistic shapes: round r posts the 13 fixtures once, with check-run ids unique to the
-    round (so 01 -> 02, 03 -> 04, 05 -> 06 are in_progress -> completed of one job, 12 re-posts 02) on a PR,
-    head SHA and delivery of its own (PR_COUNT PRs in turn), so results spread like real traffic."""
-    shapes = templates()
-    i = 0
-    while True:
-        rnd = i // len(shapes)
-        pr = 100_000 + rnd % PR_COUNT
-        yield (shapes[i % len(shapes)].replace(PLACEHOLDER, f"{run}-{rnd}".encode())
-               .replace(FIXTURE_PR, str(pr).encode()).replace(FIXTURE_SHA, f"{pr:040x}".encode())
-               .replace(FIXTURE_DELIVERY, f"{run}-{rnd}-delivery".encode()))
-        i += 1
+def fill(text: str, crid: str, pr: int) -> bytes:
+    return (text.replace("__CRID__", crid).replace("__PR__", str(pr)).replace("__SHA__", f"{pr:040x}")
+            .replace("__DLV__", f"{crid}-delivery").encode())
+
+
+# ---- /proc ----
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process (or one of its threads) so far."""
+    where = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(where).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+# ---- wrk ----
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: apt-get install -y wrk", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    sys.exit("bench/ingest.py needs wrk: apt-get install -y wrk")
 
 
 @dataclass
-class Result:
-    label: str
-    sent: int
-    accepted: int
+class WrkRun:
+    requests: int
     seconds: float
-    latencies_ms: list[float]
-
-    def line(self) -> str:
-        lat = sorted(self.latencies_ms)
-        p50 = statistics.median(lat) if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        return (f"{self.label:<34} {self.accepted:>7}/{self.sent:<7} accepted  {self.accepted / self.seconds:8.0f}/s"
-                f"  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    codes: dict[str, int]
+    wrk_cpu_s: float
 
     @property
     def rate(self) -> float:
-        return self.accepted / self.seconds
+        return self.requests / self.seconds
 
-    def p99(self) -> float:
-        lat = sorted(self.latencies_ms)
-        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-
-
-FAILURES: dict[str, int] = {}
+    @property
+    def failed(self) -> int:
+        """Non-2xx answers and socket errors (wrk counts statuses > 399 as ``status`` errors)."""
+        return sum(self.errors.values())
 
 
-async def _post(http: httpx.AsyncClient, body: bytes, latencies: list[float]) -> bool:
-    started = time.perf_counter()
-    try:
-        response = await http.post(PATH, content=body)
-    except httpx.HTTPError as exc:
-        FAILURES[type(exc).__name__] = FAILURES.get(type(exc).__name__, 0) + 1
-        return False
-    latencies.append((time.perf_counter() - started) * 1000)
-    if response.status_code != 200:
-        FAILURES[str(response.status_code)] = FAILURES.get(str(response.status_code), 0) + 1
-    return response.status_code == 200
+def run_wrk(wrk: str, url: str, token: str, bodies: Path, *, connections: int, seconds: float, run_id: str,
+            limit: int | None = None) -> WrkRun:
+    env = {**os.environ, "BODY_FILE": str(bodies), "RELAY_TOKEN": token, "RUN_ID": run_id}
+    if limit is not None:
+        env["LIMIT"] = str(limit)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
+                           "-s", str(WRK_SCRIPT), url + PATH], env=env, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    got = json.loads(lines[-1].removeprefix("WRK_RESULT "))
+    return WrkRun(requests=got["requests"], seconds=got["duration_us"] / 1e6, p50_ms=got["p50_us"] / 1000,
+                  p99_ms=got["p99_us"] / 1000, errors={k: v for k, v in got["errors"].items() if v},
+                  codes=got["codes"], wrk_cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime))
 
 
-async def closed_loop(label: str, url: str, token: str, count: int, concurrency: int, run: str) -> Result:
-    """``concurrency`` workers post ``count`` results back to back: the most the server accepts."""
-    source = bodies(run)
-    latencies: list[float] = []
-    accepted = 0
-    headers = {"X-OOT-Relay-Token": token, "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
-        remaining = count
+# ---- one measured round ----
 
-        async def worker() -> None:
-            nonlocal remaining, accepted
-            while remaining > 0:
-                remaining -= 1
-                ok = await _post(http, next(source), latencies)  # await first: += would race
-                accepted += ok
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    return Result(label, count, accepted, seconds, latencies)
+@dataclass
+class Target:
+    name: str
+    url: str
+    token: str
+    pid: int  # 0: unknown (--url without --pid)
+    rates: dict[int, list[float]] = field(default_factory=dict)
+    p99s: dict[int, list[float]] = field(default_factory=dict)
+    cpu_ms: dict[int, list[float]] = field(default_factory=dict)
 
 
-Post = Callable[[bytes, list[float]], Awaitable[bool]]
+def measured_round(wrk: str, target: Target, bodies: Path, connections: int, seconds: float, label: str,
+                   run_id: str) -> WrkRun:
+    """One wrk run against one server, with the server's CPU (whole process and event-loop thread)."""
+    loadavg = load()
+    cpu = loop_cpu = 0.0
+    if target.pid:
+        cpu, loop_cpu = cpu_seconds(target.pid), cpu_seconds(target.pid, target.pid)
+    result = run_wrk(wrk, target.url, target.token, bodies, connections=connections, seconds=seconds, run_id=run_id)
+    server = f"{'server CPU n/a':<56}"
+    loop_share = None
+    if target.pid:
+        used = cpu_seconds(target.pid) - cpu
+        loop_used = cpu_seconds(target.pid, target.pid) - loop_cpu
+        per_result = used * 1000 / max(1, result.requests)
+        loop_share = loop_used / result.seconds
+        target.cpu_ms.setdefault(connections, []).append(per_result)
+        server = (f"server CPU {per_result:5.3f} ms/result, {used / result.seconds:4.0%} "
+                  f"(loop thread {loop_used / result.seconds:4.0%})")
+    target.rates.setdefault(connections, []).append(result.rate)
+    target.p99s.setdefault(connections, []).append(result.p99_ms)
+    print(f"{label:<26} c={connections:<3} {result.rate:7.0f} req/s  p50 {result.p50_ms:6.1f} ms  "
+          f"p99 {result.p99_ms:6.1f} ms  {server}  wrk CPU {result.wrk_cpu_s / result.seconds:4.0%}  "
+          f"non-2xx/errors {result.failed}  saturated: {saturated(loop_share, result.wrk_cpu_s / result.seconds)}"
+          f"  load {loadavg}", flush=True)
+    return result
 
 
-async def open_loop(label: str, post: Post, rate: float, seconds: float, run: str) -> Result:
-    """One request every 1/rate s whatever the answers, latency of each."""
-    source = bodies(run)
-    latencies: list[float] = []
-    tasks = []
-    started = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        delay = started + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(next(source), latencies)))
-    outcomes = list(await asyncio.gather(*tasks))
-    return Result(label, len(outcomes), sum(outcomes), time.perf_counter() - started, latencies)
+def saturated(loop_share: float | None, wrk_share: float) -> str:
+    """What limited a closed-loop round: a full core on the server's event loop, on wrk, or neither."""
+    if loop_share is not None and loop_share >= 0.9:
+        return "server loop"
+    if wrk_share >= 0.9:
+        return "wrk"
+    return "neither"
 
 
-async def paced(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
-    """``open_loop`` with httpx."""
-    headers = {"X-OOT-Relay-Token": token, "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
-        return await open_loop(label, lambda body, latencies: _post(http, body, latencies), rate, seconds, run)
+def spread(values: list[float]) -> float:
+    return max(values) / min(values) if values and min(values) > 0 else float("inf")
 
+
+def summarise(ours: Target, bare: Target, connections: int, target_ratio: float) -> None:
+    mine, base = ours.rates[connections], bare.rates[connections]
+    ratio = statistics.median(mine) / statistics.median(base)
+    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(mine, base, strict=True))
+    for name, target, rates in (("oot-hud", ours, mine), ("bare", bare, base)):
+        print(f"c={connections}: {name} median {statistics.median(rates):.0f} req/s, spread {spread(rates):.2f}x, "
+              f"p99 median {statistics.median(target.p99s[connections]):.1f} ms")
+    cpu = ""
+    if ours.cpu_ms.get(connections) and bare.cpu_ms.get(connections):
+        cpu = (f"; server CPU per result median {statistics.median(ours.cpu_ms[connections]):.3f} ms vs bare "
+               f"{statistics.median(bare.cpu_ms[connections]):.3f} ms")
+    print(f"c={connections}: ratio of medians {ratio:.2f} x bare (target >= {target_ratio}); per round {per_round}"
+          f"{cpu}", flush=True)
+
+
+# ---- the paced run: a lean open-loop client ----
 
 class RawClient:
-    """Keep-alive HTTP/1.1 over asyncio streams, a few lines of Python per request: at 200/s httpx itself
-    needs most of a core, so on a busy 2-core machine its own scheduling delays would be measured as the
-    server's latency. Connections are reused when idle and opened when all are busy."""
+    """Keep-alive HTTP/1.1 over asyncio streams, a few lines of Python per request (httpx would need most
+    of a core at 200/s on this machine, and its own delays would be measured as the server's). Connections
+    are reused when idle and opened when all are busy."""
 
     def __init__(self, url: str, token: str) -> None:
         parts = httpx.URL(url)
@@ -171,9 +237,9 @@ class RawClient:
         self.head = (f"POST {PATH} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nX-OOT-Relay-Token: {token}\r\n"
                      "Content-Type: application/json\r\nContent-Length: ").encode()
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.failures: dict[str, int] = {}
 
-    async def post(self, body: bytes, latencies: list[float]) -> bool:
-        started = time.perf_counter()
+    async def post(self, body: bytes) -> int:
         try:
             reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
             writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -185,31 +251,61 @@ class RawClient:
                     length = int(value)
             await reader.readexactly(length)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
-            FAILURES[type(exc).__name__] = FAILURES.get(type(exc).__name__, 0) + 1
-            return False
-        latencies.append((time.perf_counter() - started) * 1000)
+            self.failures[type(exc).__name__] = self.failures.get(type(exc).__name__, 0) + 1
+            return 0
         self.idle.append((reader, writer))
         if status != 200:
-            FAILURES[str(status)] = FAILURES.get(str(status), 0) + 1
-        return status == 200
+            self.failures[str(status)] = self.failures.get(str(status), 0) + 1
+        return status
 
     def close(self) -> None:
         for _, writer in self.idle:
             writer.close()
 
 
-async def paced_raw(label: str, url: str, token: str, rate: float, seconds: float, run: str) -> Result:
-    """``open_loop`` with the lean client."""
+async def paced(url: str, token: str, rate: float, seconds: float, run_id: str) -> tuple[list[float], int, float]:
+    """One request due every 1/rate s; latency from when it was due. Returns latencies (ms), the number
+    accepted (200), and the client's CPU time a request (ms)."""
     client = RawClient(url, token)
-    try:
-        return await open_loop(label, client.post, rate, seconds, run)
-    finally:
-        client.close()
+    shapes = mixed_templates()
+    latencies: list[float] = []
+    accepted = 0
+
+    async def one(due: float, body: bytes) -> None:
+        nonlocal accepted
+        status = await client.post(body)
+        if status == 200:
+            accepted += 1
+            latencies.append((time.perf_counter() - due) * 1000)
+
+    cpu = time.process_time()
+    started = time.perf_counter()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        rnd = i // len(shapes)
+        body = fill(shapes[i % len(shapes)], f"{run_id}-{rnd}", 100_000 + rnd % 1000)
+        tasks.append(asyncio.create_task(one(due, body)))
+    await asyncio.gather(*tasks)
+    client.close()
+    if client.failures:
+        print(f"paced run failures: {client.failures}")
+    return latencies, accepted, (time.process_time() - cpu) * 1000 / max(1, len(tasks))
 
 
-# ---- the bare endpoint: uvicorn + FastAPI, parse the JSON, answer ----
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
 
-def bare_app() -> FastAPI:
+
+# ---- the bare endpoint: uvicorn + uvloop + httptools + FastAPI, parse the JSON, answer ----
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+
     app = FastAPI()
 
     @app.post(PATH)
@@ -217,13 +313,8 @@ def bare_app() -> FastAPI:
         body = json.loads(await request.body())
         return JSONResponse({"ok": True, "status": "parsed", "keys": len(body)})
 
-    return app
-
-
-def serve_bare(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
+                http="httptools")
 
 
 def start_bare() -> tuple[subprocess.Popen[bytes], str]:
@@ -241,84 +332,74 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the bare endpoint did not start")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far: a cost per result that the machine's load hardly moves."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# ---- the run ----
 
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    wrk = ensure_wrk()
     server: ServerProcess | None = None
     scratch = tempfile.TemporaryDirectory(prefix="oot-bench-")
+    work = Path(scratch.name)
     if args.url:
         url, token, pid = args.url, args.token, args.pid
     else:
-        env = {"OOT_HUD_RATE_LIMIT_PER_MINUTE": str(10**9)}
-        if args.commit_window_ms is not None:
-            env["OOT_HUD_COMMIT_WINDOW_MS"] = str(args.commit_window_ms)
-        server = ServerProcess(Path(scratch.name) / "data", env=env).start()
+        env = {"OOT_HUD_RATE_LIMIT_PER_MINUTE": str(10**9), **dict(pair.split("=", 1) for pair in args.server_env)}
+        server = ServerProcess(work / "data", env=env).start()
         url, token, pid = server.base_url, server.token, server.pid
-    bare, bare_url = start_bare()
+    bare_proc, bare_url = start_bare()
+    unique = work / "unique.jsonl"
+    unique.write_text(template(THROUGHPUT_FIXTURE, vary_pr=False) + "\n")
+    mixed = work / "mixed.jsonl"
+    mixed.write_text("\n".join(mixed_templates()) + "\n")
     stamp = str(int(time.time()))
+    ours = Target("oot-hud", url, token, pid)
+    bare = Target("bare", bare_url, token, bare_proc.pid)
+    posted = 0
     try:
-        print(f"oot-hud at {url} (pid {pid}); bare FastAPI at {bare_url}; {args.count} posts, "
-              f"concurrency {args.concurrency}", flush=True)
-        # Warm both up (connections, first inserts, JIT-free but caches) before measuring.
-        await closed_loop("warm-up", url, token, 300, args.concurrency, f"w{stamp}")
-        await closed_loop("warm-up", bare_url, token, 300, args.concurrency, f"w{stamp}")
-        # Rounds alternate which endpoint goes first, so a burst of load from elsewhere on the machine hits
-        # both alike; the figure is the median of the per-round ratios.
-        per_round = max(1, args.count // args.rounds)
-        ratios, ours_cpu, base_cpu = [], [], []
-        for number in range(args.rounds):
-            runs = {}
-            order = [("ours", url, pid), ("bare", bare_url, bare.pid)]
-            for name, target, process in order if number % 2 == 0 else order[::-1]:
-                label = "oot-hud (embedded store)" if name == "ours" else "bare FastAPI (parse JSON only)"
-                cpu = cpu_seconds(process) if process else 0.0
-                runs[name] = await closed_loop(f"{label} #{number + 1}", target, token, per_round,
-                                               args.concurrency, f"a{stamp}-{number}")
-                used = (cpu_seconds(process) - cpu) * 1000 / max(1, runs[name].accepted) if process else 0.0
-                (ours_cpu if name == "ours" else base_cpu).append(used)
-                print(runs[name].line(), f" server CPU {used:.2f} ms/result", flush=True)
-            ratios.append(runs["ours"].rate / runs["bare"].rate)
-        if FAILURES:
-            print(f"failures: {FAILURES}")
-        print(f"server CPU per result (median): {statistics.median(ours_cpu):.2f} ms "
-              f"(bare endpoint: {statistics.median(base_cpu):.2f} ms)")
-        print(f"ratio per round: {', '.join(f'{r:.0%}' for r in ratios)}; median {statistics.median(ratios):.0%} "
-              "of the bare endpoint's throughput (target >= 50%)", flush=True)
-        steady = await paced(f"oot-hud paced {args.rate:.0f} req/s", url, token, args.rate, args.paced_seconds,
-                             f"p{stamp}")
-        print(steady.line())
-        lean = await paced_raw(f"oot-hud paced {args.rate:.0f} req/s, lean client", url, token, args.rate,
-                               args.paced_seconds, f"q{stamp}")
-        print(lean.line())
-        print(f"p99 at {args.rate:.0f} req/s: {steady.p99():.1f} ms with httpx, {lean.p99():.1f} ms with the lean "
-              "client (target < 50 ms)", flush=True)
+        print(f"oot-hud at {url} (pid {pid or '?'}); bare FastAPI at {bare_url} (pid {bare_proc.pid}); wrk -t1, "
+              f"{args.rounds} rounds of {args.seconds:.0f} s per server and connection count; load {load()}",
+              flush=True)
+        for target in (ours, bare):  # connections, first inserts, caches
+            warm = run_wrk(wrk, target.url, token, unique, connections=16, seconds=args.warmup_seconds,
+                           run_id=f"w{stamp}{target.name}")
+            posted += warm.requests if target is ours else 0
+        for connections in args.connections:
+            for number in range(args.rounds):
+                # Alternate who goes first, so a burst of load from elsewhere hits both alike.
+                order = (ours, bare) if number % 2 == 0 else (bare, ours)
+                for target in order:
+                    label = "oot-hud serve (embedded)" if target is ours else "bare FastAPI (parse only)"
+                    result = measured_round(wrk, target, unique, connections, args.seconds,
+                                            f"{label} #{number + 1}", f"r{stamp}-{connections}-{number}")
+                    posted += result.requests if target is ours else 0
+            for target_ratio, c in ((0.5, 16), (0.6, 64)):
+                if c == connections:
+                    summarise(ours, bare, connections, target_ratio)
+            if connections not in (16, 64):
+                summarise(ours, bare, connections, 0.5)
+        print("saturated: 'server loop' = the server's event-loop thread used >= 90 % of a core, 'wrk' = wrk did; "
+              "'neither' = the server waited (or the 2 cores were shared with other work: see the load)", flush=True)
+
+        latencies, accepted, client_ms = asyncio.run(paced(url, token, args.rate, args.paced_seconds, f"p{stamp}"))
+        posted += accepted
+        print(f"paced {args.rate:.0f} req/s for {args.paced_seconds:.0f} s (lean raw-socket client, open loop, "
+              f"latency from when each request was due): {accepted} accepted, p50 {percentile(latencies, 0.5):.1f} ms, "
+              f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies, default=float('nan')):.1f} ms "
+              f"(target p99 < 25 ms); client CPU {client_ms:.2f} ms a request; load {load()}", flush=True)
         if pid:
             print(f"server RSS now: {rss_mib(pid):.0f} MiB", flush=True)
         if args.rss_results and pid:
-            done = 300 + per_round * args.rounds + steady.sent + lean.sent
-            todo = max(0, args.rss_results - done)
-            bulk = await closed_loop("bulk load", url, token, todo, args.concurrency, f"r{stamp}")
-            print(bulk.line())
-            if FAILURES:
-                print(f"failures so far: {FAILURES}")
-            print(f"server RSS after {done + todo} results: {rss_mib(pid):.0f} MiB (target < 600 MiB)", flush=True)
+            todo = max(0, args.rss_results - posted)
+            bulk = run_wrk(wrk, url, token, mixed, connections=16, seconds=3600, run_id=f"m{stamp}", limit=todo)
+            print(f"bulk load: {bulk.requests} posts of the 13 fixtures in turn at {bulk.rate:.0f}/s, answers "
+                  f"{bulk.codes}, errors {bulk.errors or 'none'}; load {load()}", flush=True)
+            print(f"server RSS after {posted + bulk.requests} results: {rss_mib(pid):.0f} MiB (target < 600 MB)",
+                  flush=True)
             # The engine's allocator hands freed pages back after a few seconds: what stays is the real cost.
-            await asyncio.sleep(10)
+            time.sleep(10)
             print(f"server RSS 10 s later, idle: {rss_mib(pid):.0f} MiB", flush=True)
     finally:
-        bare.kill()
-        bare.wait()
+        bare_proc.kill()
+        bare_proc.wait()
         if server is not None:
             server.stop()
         scratch.cleanup()
@@ -329,20 +410,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="target a running server instead of starting one")
     parser.add_argument("--token", default="", help="its relay token (with --url)")
-    parser.add_argument("--pid", type=int, default=0, help="its process id, for RSS (with --url)")
-    parser.add_argument("--count", type=int, default=6000, help="posts per endpoint, over all rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds, alternating who goes first")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--pid", type=int, default=0, help="its process id, for CPU and RSS (with --url)")
+    parser.add_argument("--connections", type=lambda text: [int(c) for c in text.split(",")], default=[16, 64],
+                        help="wrk connection counts, comma-separated (default 16,64)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per connection count, alternating order")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of one wrk round")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=200.0, help="paced run: requests a second")
     parser.add_argument("--paced-seconds", type=float, default=15.0)
-    parser.add_argument("--rss-results", type=int, default=0, help="load this many results, then report RSS")
-    parser.add_argument("--commit-window-ms", type=float, default=None, help="the started server's window")
+    parser.add_argument("--rss-results", type=int, default=0, help="load this many results in all, then report RSS")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the started oot-hud serve (e.g. OOT_HUD_COMMIT_WINDOW_MS=0)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return 0
-    return asyncio.run(run(args))
+    return run(args)
 
 
 if __name__ == "__main__":
