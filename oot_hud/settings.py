@@ -29,7 +29,8 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(600, ge=1, description="accepted results per downstream repo a minute")
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
-    commit_window_ms: float = Field(5.0, ge=0, description="embedded store: how long a write group gathers")
+    commit_window_ms: float = Field(0.0, ge=0, description="embedded store: how long a write group gathers "
+                                                           "before its first commit (0: classic group commit)")
     flush_interval_ms: float = Field(500.0, ge=0, description="embedded store: least time between two "
                                                              "warehouse inserts of journaled results")
     silence_hours: float = Field(6.0, gt=0, description="in_progress for longer than this shows 'no report'")
