@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from bot.webhook import WebhookReceiver, webhook_api
 from ingest.routes import CONTEXT_STATE as INGEST_CONTEXT_STATE
-from ingest.routes import IngestContext
+from ingest.routes import IngestContext, ResultsEndpoint
 from ingest.routes import router as ingest_router
 from oot_hud.pages import router as pages_router
 from oot_hud.pr_pages import router as pr_pages_router
@@ -18,6 +19,19 @@ from oot_hud.publish import router as publish_router
 from oot_hud.query_api import router as query_api_router
 from oot_hud.services import Services, build_limiter, build_services, close_services
 from oot_hud.settings import Settings
+
+
+class _App(FastAPI):
+    """FastAPI, except that ``POST /api/oot/results`` goes straight to ingest's endpoint (docs/ingest.md)."""
+
+    ingest_endpoint: ResultsEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ingest_endpoint is not None and ResultsEndpoint.handles(scope):
+            scope["app"] = self
+            await self.ingest_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -36,8 +50,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         finally:
             await close_services(built)
 
-    app = FastAPI(title="oot-hud", version="0.1.0", lifespan=lifespan,
-                  description="Results of PyTorch's out-of-tree backend CI.")
+    app = _App(title="oot-hud", version="0.1.0", lifespan=lifespan,
+               description="Results of PyTorch's out-of-tree backend CI.")
 
     health = {"content": {"application/json": {"schema": {"type": "object", "required": ["ok"]}}}}
 
@@ -63,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Provided on app.state, not app.dependency_overrides: any override makes FastAPI rebuild every
     # route's dependencies on every request (see ingest.routes.ingest_context).
     setattr(app.state, INGEST_CONTEXT_STATE, _ingest_context)
+    app.ingest_endpoint = ResultsEndpoint(_ingest_context)
     app.include_router(ingest_router)
     app.include_router(pr_pages_router)  # /oot/pr/{owner}/{repo}/{number}
     app.include_router(pages_router)  # /, /oot, /oot/{org}/{repo}

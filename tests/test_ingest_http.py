@@ -539,7 +539,7 @@ async def test_store_failure_is_a_generic_500(client: httpx.AsyncClient, harness
 
 async def test_logs_are_key_value_and_never_hold_the_token(client: httpx.AsyncClient,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="ingest.routes"):
+    with caplog.at_level(logging.DEBUG, logger="ingest.routes"):  # accepted results log at DEBUG
         await post(client, fixture_bytes("01_pr_in_progress"))
         await post(client, fixture_bytes("01_pr_in_progress"), token="wrong-" + TOKEN)
     messages = [r.getMessage() for r in caplog.records if r.name == "ingest.routes"]
@@ -561,6 +561,54 @@ async def test_openapi_documents_request_and_every_response() -> None:
     for code in ("400", "401", "413", "429", "500"):
         assert operation["responses"][code]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Refused"}
+
+
+async def test_openapi_document_is_unchanged_by_the_fast_path() -> None:
+    """POST /api/oot/results is answered by ``ResultsEndpoint`` before FastAPI routes it; the document is
+    still generated from the route, exactly as before (tests/golden/ingest_openapi.json)."""
+    doc = create_app(Settings(relay_tokens=[TOKEN])).openapi()
+    current = {"paths": {PATH: doc["paths"][PATH]},
+               "schemas": {name: doc["components"]["schemas"][name] for name in ("Accepted", "Refused")}}
+    golden = json.loads((Path(__file__).parent / "golden" / "ingest_openapi.json").read_text())
+    assert current == golden
+
+
+async def test_the_documented_route_answers_like_the_fast_path(harness: Harness) -> None:
+    """An app that mounts the router without the fast path (the route's own handler) answers alike."""
+    from fastapi import Request
+
+    from ingest.ratelimit import RateLimiter
+    from ingest.routes import CONTEXT_STATE, IngestContext, router
+
+    plain = FastAPI()
+    plain.include_router(router)
+    context = IngestContext(store=harness.store, relay_tokens=[TOKEN], limiter=RateLimiter(600))
+
+    def provide(request: Request) -> IngestContext:
+        return context
+
+    setattr(plain.state, CONTEXT_STATE, provide)
+    cases: list[tuple[bytes, dict[str, str]]] = [
+        (fixture_bytes("05_pr_rerun_attempt2_in_progress"), {"X-OOT-Relay-Token": TOKEN}),
+        (fixture_bytes("05_pr_rerun_attempt2_in_progress"), {"X-OOT-Relay-Token": TOKEN}),  # a re-post
+        (fixture_bytes("05_pr_rerun_attempt2_in_progress"), {}),  # 401
+        (b"{not json", {"X-OOT-Relay-Token": TOKEN}),  # 400
+        (json.dumps({"trusted": {}}).encode(), {"x-hud-internal-bot": TOKEN}),  # 400, the legacy header
+    ]
+    answers = []
+    with serve(plain) as plain_url:
+        for url in (harness.base_url, plain_url):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                answers.append([(r.status_code, r.json(), r.headers.get("content-type"))
+                                for r in [await http.post(PATH, content=body, headers=headers)
+                                          for body, headers in cases]])
+    fast, routed = answers
+    assert [status for status, _, _ in fast] == [200, 200, 401, 400, 400]
+    assert fast[1][1]["status"] == routed[1][1]["status"] == "in_progress"
+    for one, other in zip(fast, routed, strict=True):
+        assert (one[0], one[2]) == (other[0], other[2])
+        assert {k: v for k, v in one[1].items() if k != "dynamoKey"} == \
+            {k: v for k, v in other[1].items() if k != "dynamoKey"}
 
 
 async def test_framework_validation_errors_use_the_contract_shape() -> None:
