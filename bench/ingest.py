@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -144,12 +145,24 @@ def run_wrk(wrk: str, url: str, token: str, bodies: Path, *, connections: int, s
     if limit is not None:
         env["LIMIT"] = str(limit)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
-                           "-s", str(WRK_SCRIPT), url + PATH], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
+                             "-s", str(WRK_SCRIPT), url + PATH], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    head = ""
+    if limit is not None:
+        # wrk runs for -d whatever its threads do; the script says when its thread has stopped.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            head += line
+            if line.startswith("WRK_LIMIT_REACHED"):
+                proc.send_signal(signal.SIGINT)  # wrk stops and reports as at the end of -d
+                break
+    out, err = proc.communicate()
+    out = head + out
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    lines = [line for line in out.splitlines() if line.startswith("WRK_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out[-2000:]} {err[-2000:]}")
     got = json.loads(lines[-1].removeprefix("WRK_RESULT "))
     return WrkRun(requests=got["requests"], seconds=got["duration_us"] / 1e6, p50_ms=got["p50_us"] / 1000,
                   p99_ms=got["p99_us"] / 1000, errors={k: v for k, v in got["errors"].items() if v},

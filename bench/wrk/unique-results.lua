@@ -5,7 +5,8 @@
 --                __PR__ (PR number), __SHA__ (head SHA), __DLV__ (delivery id).
 --   RELAY_TOKEN  sent in X-OOT-Relay-Token
 --   RUN_ID       makes keys unique across wrk runs against one server (default: the clock)
---   LIMIT        optional: each thread stops after this many answers (then answers are counted by status)
+--   LIMIT        optional: each thread stops after this many answers and prints WRK_LIMIT_REACHED (answers
+--                are then counted by status)
 --
 -- With one template every request gets a new check_run_id. With several, request n posts template
 -- n mod T, and the T requests of one "round" share a check_run_id, a PR (100000 + round mod 1000), a head
@@ -65,7 +66,13 @@ function init(args)
     response = function(status, headers, body)
       codes[status] = (codes[status] or 0) + 1
       answered = answered + 1
-      if answered >= limit then wrk.thread:stop() end
+      if answered == limit then
+        -- wrk itself runs until -d is over whatever its threads do: tell bench/ingest.py, which sends
+        -- SIGINT (wrk then reports as usual).
+        io.write("WRK_LIMIT_REACHED\n")
+        io.flush()
+        wrk.thread:stop()
+      end
     end
   end
 end
