@@ -187,6 +187,8 @@ async def test_reads_wait_for_journaled_results_and_kill_9_keeps_them(tmp_path: 
             third = relay_payload("02_pr_completed_success")
             done = await http.post(PATH, content=json.dumps(third))
             assert done.status_code == 200
+        # serve keeps pyarrow (chDB's optional Arrow APIs, ~50 MiB of RSS) out of the process
+        assert "libarrow" not in await asyncio.to_thread(Path(f"/proc/{server.pid}/maps").read_text)
         server.kill()  # answered, and the 60 s interval has not let it reach the warehouse yet
 
         server.start()

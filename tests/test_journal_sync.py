@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from ingest.routes import STORE_FAILED
-from ingest.stores.embedded import EmbeddedStore
+from ingest.stores.embedded import EmbeddedStore, replay_journal
 from ingest.stores.journal import Journal, read_items
 from oot_hud.app import create_app
 from oot_hud.services import Services
@@ -91,8 +91,10 @@ def test_disk_full_on_write_raises_and_leaves_no_empty_segment(tmp_path: Path) -
     assert [item["key"] for item in read_items(segment)] == ["b"]
 
 
-def test_the_warehouse_tables_fsync_every_insert(warehouse: Warehouse) -> None:
-    """A segment is deleted once its rows are inserted: from then on the parts must be on stable storage."""
+def test_the_warehouse_tables_fsync_every_insert(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A segment is deleted once its rows are inserted: from then on the parts must be on stable storage.
+    Opening the journal (the replay at every start) sets it on the embedded engine's tables."""
+    assert replay_journal(Journal(tmp_path), warehouse) == 0
     rows = warehouse.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
                            "AND name IN ('oot_job_results', 'oot_summary_legs')")
     assert len(rows) == 2
