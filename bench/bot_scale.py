@@ -14,7 +14,7 @@ show the final state; checked against a render of the warehouse at the end). Def
 debounce 3 s, pace 1 s, lease 30 s, marks read every 1 s. DynamoDB requests are counted in moto by
 operation and table.
 
-    .venv/bin/python bench/bot_scale.py [--prs 12 --jobs 4 --stagger 1.5 --modes embedded,dynamo1,dynamo3]
+    .venv/bin/python bench/bot_scale.py [--prs 12 --jobs 4 --stagger 4 --modes embedded,dynamo1,dynamo3]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,18 +97,26 @@ def count_dynamo_requests() -> None:
     @functools.wraps(original)
     def counted(self: Any) -> Any:
         try:
-            table = json.loads(self.body or "{}").get("TableName", "")
+            request = json.loads(self.body or "{}")
         except ValueError:
-            table = ""
-        DYNAMO_REQUESTS[f"{self._get_action()} {'state' if table.endswith('-state') else 'results'}"] += 1
+            request = {}
+        table = str(request.get("TableName", ""))
+        where = "results"
+        if table.endswith("-state"):  # which of the bot's items: marks, pr (lease + ids), rate, delivery
+            key = (request.get("Key") or request.get("Item") or {}).get("pk", {}).get("S", "")
+            values = request.get("ExpressionAttributeValues") or {}
+            key = key or str(values.get(":marks", {}).get("S", ""))
+            where = "state " + (key.split("#", 1)[0] or "?")
+        DYNAMO_REQUESTS[f"{self._get_action()} {where}"] += 1
         return original(self)
 
     DynamoHandler.call_action = counted  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
-def dynamo_backend(work: Path) -> Iterator[dict[str, str]]:
-    """moto's DynamoDB server and a ClickHouse HTTP server over a chDB engine, both in this process."""
+def dynamo_backend(work: Path) -> Iterator[Callable[[], dict[str, str]]]:
+    """moto's DynamoDB server and a ClickHouse HTTP server over a chDB engine, both in this process; yields
+    a function giving each run fresh tables and a fresh database (a run must not see another's state)."""
     from moto.server import ThreadedMotoServer
 
     from ingest.dynamo_schema import create_state_table, create_table
@@ -128,17 +136,23 @@ def dynamo_backend(work: Path) -> Iterator[dict[str, str]]:
     import boto3
 
     client = boto3.client("dynamodb")
-    table = f"bench-{uuid.uuid4().hex[:8]}"
-    create_table(client, table)
-    create_state_table(client, f"{table}-state")
     engine = work / "engine"
-    seed = Warehouse.connect(url=None, data_dir=engine, database="bench")
-    seed.apply_schema()
+    opened: list[Warehouse] = []
     try:
         with ClickHouseHttpServer(str(engine)) as clickhouse:
-            yield {**aws, "OOT_HUD_DYNAMO_TABLE": table, "OOT_HUD_CLICKHOUSE_URL": f"{clickhouse.url}/bench"}
+
+            def fresh() -> dict[str, str]:
+                name = f"bench{uuid.uuid4().hex[:8]}"
+                create_table(client, name)
+                create_state_table(client, f"{name}-state")
+                opened.append(Warehouse.connect(url=None, data_dir=engine, database=name))
+                opened[-1].apply_schema()
+                return {**aws, "OOT_HUD_DYNAMO_TABLE": name, "OOT_HUD_CLICKHOUSE_URL": f"{clickhouse.url}/{name}"}
+
+            yield fresh
     finally:
-        seed.close()
+        for warehouse in opened:
+            warehouse.close()
         moto.stop()
 
 
@@ -243,24 +257,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prs", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=4)
-    parser.add_argument("--stagger", type=float, default=1.5, help="seconds between two PRs' bursts")
+    parser.add_argument("--stagger", type=float, default=4.0, help="seconds between two PRs' bursts (below "
+                        "~2.5 s the writes of one installation queue behind its 1 s pacing)")
     parser.add_argument("--quiet", type=float, default=8.0, help="seconds without a write that end a run")
     parser.add_argument("--modes", default="embedded,dynamo1,dynamo3")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep the servers' logs")
     args = parser.parse_args()
     key = private_key()
     reports = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         modes = args.modes.split(",")
         if "embedded" in modes:
             reports.append(run_mode("embedded", args, key, work, None))
         dynamo_modes = [m for m in modes if m != "embedded"]
         if dynamo_modes:
-            with dynamo_backend(work) as backend:
+            with dynamo_backend(work) as fresh:
                 for mode in dynamo_modes:
-                    reports.append(run_mode(mode, args, key, work, backend))
+                    reports.append(run_mode(mode, args, key, work, fresh()))
     print(json.dumps({"load_before": [round(x, 2) for x in load_before],
                       "load_after": [round(x, 2) for x in os.getloadavg()], "runs": reports}, indent=2))
     ok = all(r["comment_writes_per_pr"]["max"] <= 2 and r["check_writes_per_pr"]["max"] <= 2

@@ -110,3 +110,19 @@ def test_missing_configuration_is_refused(lambda_env: pytest.MonkeyPatch) -> Non
     lambda_env.delenv("OOT_HUD_DYNAMO_TABLE", raising=False)
     with pytest.raises(RuntimeError, match="OOT_HUD_REPLICATOR_ROUTES"):
         lambda_handler.build_replicator()
+
+
+def test_the_lambda_marks_changed_prs_for_the_bot_after_the_rows_land(
+        lambda_env: pytest.MonkeyPatch, engine_dir: Path, warehouse: Warehouse, dynamodb_client: Any) -> None:
+    from ingest.dynamo_schema import create_state_table
+    from ingest.stores.dynamo_bot_state import DynamoBotState
+    from sql.bot_state import Watermark
+
+    create_state_table(dynamodb_client, f"{TABLE}-state")
+    lambda_env.setenv("OOT_HUD_DYNAMO_TABLE", TABLE)
+    with ClickHouseHttpServer(str(engine_dir)) as server:
+        lambda_env.setenv("OOT_HUD_CLICKHOUSE_URL", f"{server.url}/{warehouse.database}")
+        records = lifecycle(job("k1", pr_number=7), 100)
+        assert lambda_handler.handler({"Records": records}, None) == NO_FAILURES
+    [mark] = DynamoBotState(dynamodb_client, f"{TABLE}-state").pending()
+    assert (mark.upstream_repo, mark.pr_number, mark.watermark) == ("pytorch/pytorch", 7, Watermark("k1", 2))
