@@ -95,6 +95,10 @@ class MemoryBotState:
         with self._data.lock:
             return [mark for mark, expires in self._data.marks.values() if expires > now]
 
+    def mark_of(self, pr: PrRef) -> Mark | None:
+        with self._data.lock:
+            return self._live_mark(_key(pr), self._clock.wall())
+
     def clear(self, mark: Mark) -> Mark | None:
         key = (mark.upstream_repo, mark.pr_number)
         with self._data.lock:

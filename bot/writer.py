@@ -297,6 +297,13 @@ class Writer:
                     break
                 await self._debounce(slot)
                 slot.dirty = False
+                try:
+                    if self._leases is not None and self._github is not None:
+                        # The newest token now, not the last poll's: the clear after this render then fails
+                        # only for a change that really came after it (one render less per burst, often).
+                        slot.mark = await asyncio.to_thread(self._leases.state.mark_of, slot.pr) or slot.mark
+                except Exception as exc:  # the poll's view will do; the clear is conditional anyway
+                    log.warning("could not read the PR's mark", extra={"pr": slot.label, "error": str(exc)})
                 mark = slot.mark
                 try:
                     await self._cycle(slot)

@@ -127,6 +127,10 @@ class BotState(Protocol):
         """Every PR marked and not yet cleared (writers poll this)."""
         ...
 
+    def mark_of(self, pr: PrRef) -> Mark | None:
+        """The PR's mark now (a consistent read), or None: what a render about to start answers."""
+        ...
+
     def clear(self, mark: Mark) -> Mark | None:
         """Remove the mark if its token is still ``mark.token`` (or it is gone already): None. When a newer
         announcement came, the mark stays and is returned (one request: the writer loops on it)."""

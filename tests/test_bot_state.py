@@ -92,7 +92,8 @@ def test_marks_are_cleared_only_by_the_token_that_was_rendered(instance: Instanc
     newer = b.clear(mark)
     assert newer is not None, "an announcement came after the render: the mark must stay"
     assert (newer.token, newer.watermark) == (second, Watermark("k2", 3)) and b.pending() == [newer]
-    assert b.clear(newer) is None and b.pending() == []
+    assert b.mark_of(PR) == newer and b.mark_of(OTHER) is None
+    assert b.clear(newer) is None and b.pending() == [] and b.mark_of(PR) is None
     assert b.clear(newer) is None, "already cleared: nothing newer to render"
 
 

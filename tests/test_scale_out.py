@@ -53,6 +53,14 @@ def _timeless(check: dict[str, Any]) -> str:
     return re.sub(r"running for \d[\dhms ]*", "running for …", json.dumps(check, sort_keys=True))
 
 
+def _key(body: dict[str, Any]) -> str:
+    """The record key ingest derives from a relay body (verified repo / delivery / workflow / job / run)."""
+    callback = body["untrusted"]["callback_payload"]
+    workflow = callback["workflow"]
+    return "/".join((body["trusted"]["verified_repo"], callback["delivery_id"], workflow["name"],
+                     workflow["job_name"], workflow["check_run_id"]))
+
+
 def result(pr: int, job: str, backend: str, *, done: bool, conclusion: str = "success") -> dict[str, Any]:
     """A relay callback for ``job`` of ``backend`` on PR ``pr`` (in_progress, or completed)."""
     body = relay_payload("02_pr_completed_success" if done else "01_pr_in_progress")
@@ -110,29 +118,23 @@ class Cluster:
             return f"check run: want {want}\nhave {sent}"
         return ""
 
-    def wait_landed(self, plan: list[dict[str, Any]], within: float = 30.0) -> None:
-        """Until the warehouse holds every result of ``plan`` in its posted status: before that, the
-        warehouse's render still equals what GitHub shows from the previous burst, and "converged" would
-        be true too early (the replicator lags the 200 by up to a poll and an insert)."""
-        wanted = {(b["untrusted"]["callback_payload"]["workflow"]["check_run_id"],
-                   b["untrusted"]["callback_payload"]["workflow"]["status"]) for b in plan}
-        deadline = time.monotonic() + within
-        while True:
-            rows = self.warehouse.query(
-                "SELECT check_run_id, status FROM oot_job_results FINAL WHERE check_run_id IN {ids:Array(String)}",
-                {"ids": sorted({crid for crid, _ in wanted})})
-            missing = wanted - {(str(row["check_run_id"]), str(row["status"])) for row in rows}
-            if not missing:
-                return
-            assert time.monotonic() < deadline, f"not replicated in time: {sorted(missing)[:5]}\n" + self.logs()
-            time.sleep(0.1)
+    def replicated(self, plan: list[dict[str, Any]]) -> bool:
+        """Whether the warehouse holds every posted result at its posted status (else a comment that still
+        shows the state before the burst would look final)."""
+        wanted = {_key(body): body["untrusted"]["callback_payload"]["workflow"]["status"] for body in plan}
+        rows = self.warehouse.query("SELECT key, argMax(status, version) AS status FROM oot_job_results"
+                                    " WHERE key IN {keys:Array(String)} GROUP BY key", {"keys": list(wanted)})
+        return {row["key"]: row["status"] for row in rows} == wanted
 
-    def wait_converged(self, prs: tuple[int, ...], within: float) -> float:
+    def wait_converged(self, prs: tuple[int, ...], within: float, plan: list[dict[str, Any]]) -> float:
         deadline = time.monotonic() + within
+        while not self.replicated(plan):
+            assert time.monotonic() < deadline, "the follower did not replicate the burst in time\n" + self.logs()
+            time.sleep(0.2)
         while differences := {pr: d for pr in prs if (d := self.difference(pr))}:
             assert time.monotonic() < deadline, (f"not at their final state in time: {differences}\n"
                                                  + self.logs())
-            time.sleep(0.1)
+            time.sleep(0.5)  # each check renders here, on the CPU the instances need
         return time.monotonic()
 
     def writes(self) -> list[tuple[float, str, int]]:
@@ -245,13 +247,19 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
     again = httpx.post(f"{cluster.servers[1].base_url}/api/github/webhook", content=body, headers=headers)
     assert (first.status_code, again.status_code, again.json()["status"]) == (202, 200, "duplicate")
 
+    # Warm-up, not measured: each instance's first GitHub token, first render and connections.
+    warm = 171000
+    plan = [result(warm, "warm-up", BACKENDS[0], done=True)]
+    burst(cluster, plan, rng)
+    cluster.wait_converged((warm,), within=P95_BOUND + 20, plan=plan)
+    warm_writes = len(cluster.writes())
+
     # Burst 1: each PR gets three jobs started.
     plan = [result(pr, f"job-{j}", BACKENDS[j], done=False) for pr in PRS for j in range(3)]
     rng.shuffle(plan)
     last = burst(cluster, plan, rng)
-    cluster.wait_landed(plan)
-    cluster.wait_converged(PRS, within=P95_BOUND + 10)
-    writes = cluster.writes()
+    cluster.wait_converged(PRS, within=P95_BOUND + 10, plan=plan)
+    writes = cluster.writes()[warm_writes:]
     signal = {pr: max(at for at, _, p in writes if p == pr) for pr in PRS}
     latencies += [max(0.0, signal[pr] - last[pr]) for pr in PRS]
     burst_one = len(writes)
@@ -263,7 +271,7 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
     killed: list[ServerProcess] = []
 
     def kill_a_holder() -> None:
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 10.0  # the leases are taken as the marks arrive, after the posts
         while time.monotonic() < deadline and not killed:
             holder = lease_holder(cluster, dynamodb_client, state_table)
             if holder is not None:
@@ -273,19 +281,19 @@ def test_three_instances_one_writer_per_pr_through_bursts_and_a_kill(cluster: Cl
 
     last = burst(cluster, plan, rng, during=kill_a_holder)
     assert killed, "no instance held a lease during the burst"
-    cluster.wait_landed(plan)
-    done_at = cluster.wait_converged(PRS, within=LEASE + DEBOUNCE + 5.0 + 10)
-    assert done_at - max(last.values()) <= LEASE + DEBOUNCE + 5.0, "converged too late after the kill"
-    writes = cluster.writes()
+    done_at = cluster.wait_converged(PRS, within=LEASE + DEBOUNCE + 5.0 + 10, plan=plan)
+    writes = cluster.writes()[warm_writes:]
+    converged_at = max(at for at, _, _ in writes[burst_one:])
+    assert converged_at - max(last.values()) <= LEASE + DEBOUNCE + 5.0, "converged too late after the kill"
+    assert done_at >= converged_at
     second = writes[burst_one:]
     burst_two = len(writes)
 
     # Burst 3, on the two instances left: one more job per PR.
     plan = [result(pr, "job-3", BACKENDS[0], done=True) for pr in PRS]
     last = burst(cluster, plan, rng)
-    cluster.wait_landed(plan)
-    cluster.wait_converged(PRS, within=P95_BOUND + 10)
-    writes = cluster.writes()
+    cluster.wait_converged(PRS, within=P95_BOUND + 10, plan=plan)
+    writes = cluster.writes()[warm_writes:]
     third = writes[burst_two:]
     second = second[:burst_two - burst_one]
     signal = {pr: max(at for at, _, p in third if p == pr) for pr in PRS}

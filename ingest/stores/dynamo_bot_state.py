@@ -159,6 +159,13 @@ class DynamoBotState:
                 return marks
             arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def mark_of(self, pr: PrRef) -> Mark | None:
+        response = self._call("get_item", Key={"pk": _s(MARKS_PK), "sk": _s(_mark_sk(pr))}, ConsistentRead=True) or {}
+        item = response.get("Item")
+        if not item or _num(item, "expires_at") <= self._clock.wall():
+            return None
+        return self._mark(item)
+
     def clear(self, mark: Mark) -> Mark | None:
         now = self._clock.wall()
         done, stored = self._call_item(
