@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oot_hud.pages import backend_html, summary_html
+from oot_hud.pages import backend_html, badge_svg, summary_html, trends_html
 from oot_hud.publish import render_site, write_site
-from renderers.backend import MAX_TRUNK, PER_PAGE
+from renderers.backend import MAX_TRUNK, PER_PAGE, BackendView
 from renderers.frame import Site
 from sql.records import COLUMN_NAMES, format_time
 from sql.saved import load
@@ -187,8 +187,21 @@ def main() -> int:
             measure(f"page summary (query+build+render) days={days}",
                     lambda d=days: summary_html(warehouse, days=d, now=NOW, silence_hours=6, site=Site()), 300)
         for days in (7, 30):
-            measure(f"page backend matrix days={days}",
-                    lambda d=days: backend_html(warehouse, repo, days=d, now=NOW, silence_hours=6, site=Site()), 300)
+            # the whole page: cards, trends, the first 50 PRs with shards grouped, the trunk (side queries on a
+            # second connection beside the dashboard's)
+            measure(f"page backend (cards, trends, PR page 1) days={days}",
+                    lambda d=days: backend_html(warehouse, repo, days=d, now=NOW, silence_hours=6, site=Site(),
+                                                public_url="https://hud.example"), 300)
+        measure("page backend, PR page 5, days=30",
+                lambda: backend_html(warehouse, repo, days=30, now=NOW, silence_hours=6, site=Site(),
+                                     view=BackendView(page=5)), 300)
+        measure("page backend, trunk view event=nightly, days=30",
+                lambda: backend_html(warehouse, repo, days=30, now=NOW, silence_hours=6, site=Site(),
+                                     view=BackendView(event="nightly")), 300)
+        for days in (30, 90):
+            measure(f"page trends (every backend) days={days}",
+                    lambda d=days: trends_html(warehouse, days=d, now=NOW, site=Site()))
+        measure("badge (one backend, 7 days)", lambda: badge_svg(warehouse, repo, now=NOW))
     try:
         from renderers.markdown import render_check_run, render_pr_comment
         from renderers.pr_view import build_pr_view
@@ -262,10 +275,10 @@ def main() -> int:
     if not args.pr_only:
         out = Path(tempfile.mkdtemp(prefix="oot-bench-site-"))
         started, started_cpu = time.perf_counter(), time.process_time()
-        files = render_site(warehouse, ranges=(1, 7, 30), now=NOW, silence_hours=6)
+        files = render_site(warehouse, ranges=(1, 7, 30), now=NOW, silence_hours=6, public_url="https://hud.example")
         write_site(files, out)
         publish_s, publish_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-        size = sum(p.stat().st_size for p in out.rglob("*.html"))
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         ok = "ok" if min(publish_s, publish_cpu) < 60 else "MISSED"
         print(f"{'publish whole site (1/7/30 days)':<52} {publish_s:6.1f} s  {publish_cpu:6.1f} s   < 60 s: {ok}; "
               f"{len(files)} pages, {size / 1e6:.1f} MB")

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from renderers.frame import DEFAULT_RANGE, Crumb, Site, is_repo_name
+from renderers.gfm import render_gfm
 from renderers.html import render_page
 from renderers.markdown import (
     CheckRunOutput,
@@ -56,6 +57,7 @@ def render_pr_page(view: PrView, *, dry_run: DryRunOutput | None = None, site: S
         "leg_tip": leg_tip,
         "tests": tests_text,
         "dry_run": dry_run,
+        "gfm": render_gfm,
     }
     return render_page("pr.html", **context)
 

@@ -6,6 +6,7 @@ import html
 import re
 import shutil
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from oot_hud.app import create_app
 from oot_hud.pr_pages import pr_page_clock
 from oot_hud.services import Services
 from oot_hud.settings import Settings
+from renderers.gfm import ALLOWED_TAGS
 from renderers.markdown import render_check_run, render_pr_comment
 from renderers.pr_view import build_pr_view
 from sql.pr_results import fetch_pr_rows
@@ -144,11 +146,25 @@ async def test_hostile_strings_are_escaped_on_the_page(warehouse: Warehouse, tmp
     assert response.status_code == 200
     page = response.text
     assert "<script" not in page and "<img" not in page and "\u202e" not in page
-    assert page.count("<details") == 0  # the Markdown's <details> only appear escaped inside <pre>
     hrefs = re.findall(r'href="([^"]*)"', page)
-    assert hrefs and all(h.startswith(("/oot", "https://github.com/", "https://ok.example/")) for h in hrefs)
+    # the page's own links, and those of the comment rendered as GitHub would (to the pages, at public_url)
+    assert hrefs and all(h.startswith(("/oot", "https://github.com/", "https://ok.example/",
+                                       "https://hud.example/oot/")) for h in hrefs)
     assert not any("javascript" in h for h in hrefs)
-    assert "&lt;/details&gt;&lt;script&gt;" in page  # shown, as text
+    assert "&lt;/details&gt;&lt;script&gt;" in page  # the source, shown as text
+    # the rendered comment: only the sanitiser's tags, no event attribute, the hostile name inert text
+    rendered = page.split('<div class="gfm" data-rendered="comment">')[1].split('<details class="source">')[0]
+    seen: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Elements(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            seen.append((tag, attrs))
+
+    Elements().feed(rendered)
+    assert {tag for tag, _ in seen} <= ALLOWED_TAGS and any(tag == "table" for tag, _ in seen)
+    assert not [name for _, attrs in seen for name, _ in attrs if name.startswith("on") or name == "style"]
+    assert "&lt;img src=x onerror" in rendered  # the hostile job name: inert text
+    assert page.count('<details class="source">') == 3  # comment, output.summary, output.text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
@@ -174,7 +190,12 @@ def test_pr_page_in_a_browser(warehouse: Warehouse, tmp_path: Path) -> None:
                 chip = page.locator('tr.job [data-verdict="failure"]').first
                 assert chip.inner_text() == "failure"
                 assert "rgb(207, 34, 46)" in chip.evaluate("e => getComputedStyle(e).color")  # red
-                assert page.locator("pre.dry-run-comment").inner_text().startswith("<!-- oot-hud:pr-comment -->")
+                rendered = page.locator("div.gfm[data-rendered=comment]")
+                assert rendered.locator("table").count() >= 1 and rendered.is_visible()  # as GitHub shows it
+                source = page.locator("pre.dry-run-comment")
+                assert not source.is_visible()
+                page.locator("details.source summary").first.click()  # the raw Markdown, one click away
+                assert source.is_visible() and source.inner_text().startswith("<!-- oot-hud:pr-comment -->")
                 overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
                 assert overflow <= 0, f"{name}: the page scrolls sideways by {overflow}px"
                 assert not dialogs  # no injected script ran
