@@ -69,8 +69,11 @@ def is_https(url: object) -> bool:
 def _is_https(url: str) -> bool:
     if not url or len(url) > 2048 or _UNSAFE_CHARS.search(url) or any(ch.isspace() for ch in url):
         return False
-    parts = urlsplit(url)
-    return parts.scheme == "https" and bool(parts.hostname)
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "https" and bool(parts.hostname)
+    except ValueError:  # e.g. "https://[x]/": a bracketed host that is no IP address
+        return False
 
 
 def link(url: object, text: object, limit: int = NAME_LIMIT) -> Markup:

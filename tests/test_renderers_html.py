@@ -201,6 +201,7 @@ def test_filters_directly() -> None:
     assert str(link("javascript:alert(1)", "x")) == "<bdi>x</bdi>"
     assert str(link("https://a.example/?q=1&r=2", "x")).startswith('<a href="https://a.example/?q=1&amp;r=2"')
     assert not is_https("https:///nohost") and not is_https("https://a.example/\nx") and is_https("https://a.b")
+    assert not is_https("https://[x]/") and str(link("https://[x]/", "x")) == "<bdi>x</bdi>"  # no ValueError
     svg = str(sparkline([1.0, None, 0.5, 0.0]))
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 and "<script" not in svg
     assert str(sparkline([None, None])) == ""
