@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"oot-hud at {url} (pid {pid or '?'}); bare FastAPI at {bare_url} (pid {bare_proc.pid}); wrk -t1, "
               f"{args.rounds} rounds of {args.seconds:.0f} s per server and connection count; load {load()}",
               flush=True)
-        for target in (ours, bare):  # connections, first inserts, caches
+        for target in (ours, bare) if args.connections else (ours,):  # connections, first inserts, caches
             warm = run_wrk(wrk, target.url, token, unique, connections=16, seconds=args.warmup_seconds,
                            run_id=f"w{stamp}{target.name}")
             posted += warm.requests if target is ours else 0
@@ -389,8 +389,10 @@ def run(args: argparse.Namespace) -> int:
                     summarise(ours, bare, connections, target_ratio)
             if connections not in (16, 64):
                 summarise(ours, bare, connections, 0.5)
-        print("saturated: 'server loop' = the server's event-loop thread used >= 90 % of a core, 'wrk' = wrk did; "
-              "'neither' = the server waited (or the 2 cores were shared with other work: see the load)", flush=True)
+        if args.connections:
+            print("saturated: 'server loop' = the server's event-loop thread used >= 90 % of a core, 'wrk' = wrk "
+                  "did; 'neither' = the server waited (or the 2 cores were shared with other work: see the load)",
+                  flush=True)
 
         latencies, accepted, client_ms = asyncio.run(paced(url, token, args.rate, args.paced_seconds, f"p{stamp}"))
         posted += accepted
@@ -424,8 +426,8 @@ def main() -> int:
     parser.add_argument("--url", help="target a running server instead of starting one")
     parser.add_argument("--token", default="", help="its relay token (with --url)")
     parser.add_argument("--pid", type=int, default=0, help="its process id, for CPU and RSS (with --url)")
-    parser.add_argument("--connections", type=lambda text: [int(c) for c in text.split(",")], default=[16, 64],
-                        help="wrk connection counts, comma-separated (default 16,64)")
+    parser.add_argument("--connections", type=lambda text: [int(c) for c in text.split(",") if c], default=[16, 64],
+                        help="wrk connection counts, comma-separated (default 16,64; empty: no throughput rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per connection count, alternating order")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one wrk round")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)

@@ -70,17 +70,20 @@ class JobRecord:
     def present_fields(self) -> dict[str, Any]:
         """The fields this callback carries, as item attributes (datetimes as ISO-8601 strings)."""
         out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+        for name in _RECORD_FIELDS:
+            value = getattr(self, name)
             if value is None:
                 continue
-            out[field.name] = format_time(value) if isinstance(value, datetime) else value
+            out[name] = format_time(value) if isinstance(value, datetime) else value
         out["first_received_at"] = out["received_at"]
         return out
 
     @property
     def pr(self) -> PrRef:
         return PrRef(self.upstream_repo, self.pr_number, self.head_sha)
+
+
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(JobRecord))  # fields() per call is slow
 
 
 def format_time(value: datetime) -> str:

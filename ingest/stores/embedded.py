@@ -27,7 +27,7 @@ from typing import Any
 
 from ingest.merge import merge
 from ingest.stores.base import OnChange, Outcome, StoreError, UpsertResult
-from ingest.stores.journal import Journal, read_items
+from ingest.stores.journal import Journal, Segment, read_items
 from ingest.stores.known_keys import KnownKeys
 from sql.records import JOB_RESULTS_TABLE, JobRecord, PrRef, RowConversionError, format_time, item_to_row
 from sql.warehouse import Warehouse, quote_identifier
@@ -234,13 +234,18 @@ class EmbeddedStore:
             for key, item in batch.items.items():
                 self._remember(key, item)
             self._inserting = _Accepted([])
-            for segment in segments:
-                try:
-                    self._journal.discard(segment)
-                except OSError:  # the rows are in: a leftover segment only costs a harmless replay
-                    log.exception("event=journal_discard_failed segment=%s", segment.path.name)
+            if segments:  # unlink can wait on a busy file system: not on the event loop
+                await asyncio.to_thread(self._discard, segments)
             self._announce(batch.prs)  # before waking readers: once settled, the listeners have heard
             await self._mark_flushed(upto)
+
+    def _discard(self, segments: list[Segment]) -> None:
+        assert self._journal is not None
+        for segment in segments:
+            try:
+                self._journal.discard(segment)
+            except OSError:  # the rows are in: a leftover segment only costs a harmless replay
+                log.exception("event=journal_discard_failed segment=%s", segment.path.name)
 
     async def _insert_until_it_lands(self, rows: list[list[Any]]) -> None:
         attempt = 0

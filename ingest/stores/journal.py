@@ -25,6 +25,8 @@ from typing import Any
 log = logging.getLogger("ingest.stores.journal")
 
 SUFFIX = ".jsonl"
+# One encoder: json.dumps with any keyword argument builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 Sync = Callable[[int], None]
 """Makes a file descriptor's writes durable (``os.fdatasync``; tests inject their own)."""
@@ -69,8 +71,7 @@ class Journal:
     def encode(items: Iterable[dict[str, Any]]) -> bytes:
         """The JSON lines for these items (separate from ``append``: callers may encode on one thread and
         write on another)."""
-        return "".join(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n"
-                       for item in items).encode()
+        return "".join(_ENCODER.encode(item) + "\n" for item in items).encode()
 
     def append(self, items: Iterable[dict[str, Any]]) -> None:
         """Write the items with one ``write`` and sync them; when it returns they survive a power cut."""
