@@ -13,6 +13,8 @@
 -- Speed: choosing the PRs / commits needs no FINAL (the newest version of a record also has its newest
 -- receive time, so "most recent" is the same merged or not); FINAL then reads only those PRs' granules
 -- through the primary key (upstream_repo, pr_number, downstream_repo, ...).
+-- Only `candidates` is MATERIALIZED: chDB fails about two runs in three (LOGICAL_ERROR "reading from
+-- materialized CTE before its materialization completed") when a materialized CTE reads another one.
 WITH
     bounds AS (
         SELECT
@@ -27,17 +29,17 @@ WITH
           AND downstream_level != 'L1' AND received_at >= (SELECT t_since FROM bounds)
         GROUP BY downstream_repo, upstream_repo, pr_number, trunk_sha, trunk_event
     ),
-    recent_prs AS MATERIALIZED (
+    recent_prs AS (
         SELECT downstream_repo, upstream_repo, pr_number FROM candidates WHERE pr_number != 0
         ORDER BY last_at DESC, pr_number DESC, upstream_repo LIMIT {offset:UInt32}, {max_prs:UInt32} BY downstream_repo
     ),
-    trunk_commits AS MATERIALIZED (
+    trunk_commits AS (
         -- a commit may carry several event types (a push and a nightly on one SHA): one row per commit
         SELECT downstream_repo, upstream_repo, trunk_sha AS head_sha, max(last_at) AS commit_at FROM candidates
         WHERE pr_number = 0 AND ({event:String} = '' OR trunk_event = {event:String})
         GROUP BY downstream_repo, upstream_repo, trunk_sha
     ),
-    recent_trunk AS MATERIALIZED (
+    recent_trunk AS (
         SELECT downstream_repo, upstream_repo, head_sha FROM trunk_commits
         ORDER BY commit_at DESC, head_sha LIMIT {max_trunk:UInt32} BY downstream_repo
     ),
