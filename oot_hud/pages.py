@@ -20,9 +20,12 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from oot_hud.responses import WAREHOUSE_DOWN, html_page, plain
 from oot_hud.services import Services
+from policy.canary import RECENT_PRS
 from renderers.backend import MAX_PAGE, MAX_TRUNK, PER_PAGE, BackendView, build_backend, is_event_view, render_backend
 from renderers.badge import BADGE_DAYS, badge_rate, render_badge
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from renderers.health import PipelineHealth, build_health
+from renderers.registry import NO_REGISTRY, Registry
 from renderers.summary import build_summary, render_summary
 from renderers.trends import DEFAULT_TREND_RANGE, TREND_RANGES, TrendsPage, build_trends, render_trends
 from sql.records import format_time
@@ -60,15 +63,47 @@ def level_rows(warehouse: Warehouse, *, days: int, now: datetime) -> list[dict]:
     return load("oot_backend_levels").run(warehouse, {"days": days, "now": format_time(now)})
 
 
+HEALTH_WINDOW_DAYS = 30  # how far back the pipeline health line looks for the canaries' reports
+
+
+def registry_of(services: Services) -> Registry:
+    """The allowlist in use (refreshed while running) and the canaries, for the pages."""
+    policy = services.pr_policy()
+    return Registry(allowlist=policy.allowlist, label_prefix=policy.label_prefix,
+                    canaries=tuple(services.settings.canary_backends))
+
+
+def health_rows(warehouse: Warehouse, canaries: tuple[str, ...], *, now: datetime,
+                silence_hours: float) -> list[dict]:
+    return load("oot_canary_health").run(warehouse, {
+        "repos": list(canaries), "prs": RECENT_PRS, "days": HEALTH_WINDOW_DAYS, "now": format_time(now),
+        "silence_hours": silence_hours})
+
+
+def pipeline_health(warehouse: Warehouse, registry: Registry, *, now: datetime, silence_hours: float, site: Site,
+                    days: int, rows: list[dict] | None = None) -> PipelineHealth | None:
+    """The canaries' health line (None: no canary configured); ``rows`` spares the query."""
+    if not registry.canaries:
+        return None
+    if rows is None:
+        rows = health_rows(warehouse, registry.canaries, now=now, silence_hours=silence_hours)
+    return build_health(rows, now=now, silence_hours=silence_hours, site=site, recent_prs=RECENT_PRS,
+                        window_days=HEALTH_WINDOW_DAYS, days=days)
+
+
 def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hours: float, site: Site,
-                 rows: list[dict] | None = None, levels: list[dict] | None = None) -> str:
-    """The summary page; ``rows`` / ``levels`` (already-fetched ``oot_summary`` / ``oot_backend_levels``
-    rows) spare the queries."""
+                 rows: list[dict] | None = None, levels: list[dict] | None = None,
+                 registry: Registry = NO_REGISTRY, health: list[dict] | None = None) -> str:
+    """The summary page; ``rows`` / ``levels`` / ``health`` (already-fetched ``oot_summary`` /
+    ``oot_backend_levels`` / ``oot_canary_health`` rows) spare the queries."""
     if rows is None:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
     if levels is None:
         levels = level_rows(warehouse, days=days, now=now)
-    return render_summary(build_summary(rows, days=days, now=now, site=site, levels=levels))
+    line = pipeline_health(warehouse, registry, now=now, silence_hours=silence_hours, site=site, days=days,
+                           rows=health)
+    return render_summary(build_summary(rows, days=days, now=now, site=site, levels=levels, registry=registry,
+                                        health=line))
 
 
 def dashboard_rows(warehouse: Warehouse, repo: str, *, days: int, now: datetime, page: int = 1,
@@ -178,7 +213,8 @@ async def summary_page(services: ServicesDep, now: NowDep, days: str | None = No
         return PlainTextResponse(str(exc), status_code=400)
     try:
         body = await asyncio.to_thread(summary_html, services.warehouse, days=chosen, now=now,
-                                       silence_hours=services.settings.silence_hours, site=LIVE)
+                                       silence_hours=services.settings.silence_hours, site=LIVE,
+                                       registry=registry_of(services))
     except WarehouseError as exc:
         return _unavailable(exc)
     return _html(body)
@@ -260,7 +296,8 @@ async def backend_page(org: str, repo: str, services: ServicesDep, now: NowDep, 
         return PlainTextResponse(str(exc), status_code=400)
     try:
         body = await asyncio.to_thread(backend_html, services.warehouse, name, days=chosen, now=now,
-                                       silence_hours=services.settings.silence_hours, site=LIVE, view=view,
+                                       silence_hours=services.settings.silence_hours, site=LIVE,
+                                       view=dataclasses.replace(view, registry=registry_of(services)),
                                        public_url=services.settings.public_url)
     except WarehouseError as exc:
         return _unavailable(exc)

@@ -36,7 +36,9 @@ from oot_hud.pages import (
     badge_svg,
     daily_rows,
     dashboard_rows,
+    health_rows,
     level_rows,
+    registry_of,
     stats_rows,
     summary_html,
     summary_rows,
@@ -47,6 +49,7 @@ from oot_hud.responses import WAREHOUSE_DOWN, plain
 from renderers.backend import PER_PAGE, TRUNK_KINDS, BackendView, is_event_view
 from renderers.badge import BADGE_DAYS
 from renderers.frame import DEFAULT_RANGE, RANGES, Site, is_repo_name
+from renderers.registry import NO_REGISTRY, Registry
 from renderers.trends import TREND_RANGES
 from sql.warehouse import Warehouse, WarehouseError
 
@@ -79,23 +82,25 @@ STATIC_PAGES = 2  # PR pages published per backend and range (100 PRs); the last
 
 
 def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, silence_hours: float,
-                public_url: str | None = None) -> dict[str, str]:
+                public_url: str | None = None, registry: Registry = NO_REGISTRY) -> dict[str, str]:
     """Every page of the static site: relative path -> text (HTML, and the badges' SVG). ``public_url``: the
-    live site, for the README badge snippet on each backend page."""
+    live site, for the README badge snippet on each backend page; ``registry``: the allowlist and canaries."""
     ranges = tuple(ranges)
     default = DEFAULT_RANGE if DEFAULT_RANGE in ranges else ranges[0]
     site = Site(static=True, ranges=ranges, pages=STATIC_PAGES)
     files: dict[str, str] = {}
-    backends: dict[str, None] = {}
+    # registered backends and canaries get pages even when silent: the summary links them
+    backends: dict[str, None] = dict.fromkeys([*(entry.repo for entry in registry.entries()), *registry.canaries])
+    health = (health_rows(warehouse, registry.canaries, now=now, silence_hours=silence_hours)
+              if registry.canaries else None)
     for days in ranges:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
         levels = level_rows(warehouse, days=days, now=now)
         backends.update((str(row["downstream_repo"]), None) for row in rows)
-        files[f"{days}d/index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
-                                                    site=site.at(1), rows=rows, levels=levels)
-        if days == default:
-            files["index.html"] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
-                                               site=site.at(0), rows=rows, levels=levels)
+        depths = {f"{days}d/index.html": 1, **({"index.html": 0} if days == default else {})}
+        for path, depth in depths.items():
+            files[path] = summary_html(warehouse, days=days, now=now, silence_hours=silence_hours,
+                                       site=site.at(depth), rows=rows, levels=levels, registry=registry, health=health)
     for days in TREND_RANGES:  # always all three: the trends' range links must resolve
         rows = daily_rows(warehouse, "", days=days, now=now)
         backends.update((str(row["backend"]), None) for row in rows)  # so each one's link resolves
@@ -122,7 +127,7 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, s
         out: dict[str, str] = {}
         for repo in repos:
             side = BackendView(daily=tuple(daily.get(repo, ())), card_daily=tuple(card_daily.get(repo, ())),
-                               stats=stats.get(repo, {}), trend_days=trend_days(days))
+                               stats=stats.get(repo, {}), trend_days=trend_days(days), registry=registry)
             for number, rows in enumerate(split_pages(pages_rows.get(repo, []), PER_PAGE, STATIC_PAGES), 1):
                 name = "index.html" if number == 1 else f"page-{number}.html"
                 out[f"{days}d/{repo}/{name}"] = backend_html(
@@ -131,7 +136,7 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, s
             for kind, by_repo in kind_rows.items():
                 out[f"{days}d/{repo}/trunk-{kind}.html"] = backend_html(
                     warehouse, repo, days=days, now=now, silence_hours=silence_hours, site=site.at(3),
-                    rows=by_repo.get(repo, []), view=BackendView(event=kind))
+                    rows=by_repo.get(repo, []), view=BackendView(event=kind, registry=registry))
         return out
 
     # Two workers: one renders (Python) while the other waits on the warehouse.
@@ -246,7 +251,7 @@ async def site_tarball(request: Request, now: NowDep, days: str = ",".join(map(s
     def build() -> bytes:
         return site_archive(render_site(services.warehouse, ranges=ranges, now=now,
                                         silence_hours=services.settings.silence_hours,
-                                        public_url=services.settings.public_url))
+                                        public_url=services.settings.public_url, registry=registry_of(services)))
 
     try:
         return Response(await asyncio.to_thread(build), media_type="application/gzip")
@@ -329,9 +334,38 @@ def command(args: Any, settings: Any) -> int:
 def _render_locally(settings: Any, ranges: tuple[int, ...]) -> dict[str, str]:
     from oot_hud.services import open_warehouse
 
+    registry = Registry(allowlist=_read_allowlist(settings), label_prefix=settings.l3_label_prefix,
+                        canaries=tuple(settings.canary_backends))
     warehouse = open_warehouse(settings)
     try:
         return render_site(warehouse, ranges=ranges, now=datetime.now(UTC), silence_hours=settings.silence_hours,
-                           public_url=settings.public_url)
+                           public_url=settings.public_url, registry=registry)
     finally:
         warehouse.close()
+
+
+def _read_allowlist(settings: Any) -> Any:
+    """The allowlist as ``serve`` would read it (``OOT_HUD_ALLOWLIST``), once; a ``github:`` source, read
+    through the App that only ``serve`` runs, falls back to the copy ``serve`` kept on disk. None: none
+    configured, or no copy readable (the pages then show no allowlist, and publish says so)."""
+    import asyncio
+    import sys
+
+    from oot_hud.services import build_allowlist
+
+    try:
+        source = build_allowlist(settings, lambda: None)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from None
+    if source is None:
+        return None
+
+    async def once() -> None:
+        await source.start()  # the disk copy, then one read of the source
+        await source.stop()
+
+    asyncio.run(once())
+    if source.current is None:
+        print(f"oot-hud: the allowlist at {source.location.display} is not readable "
+              f"({source.status.error}); publishing without it", file=sys.stderr)
+    return source.current

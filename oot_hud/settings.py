@@ -62,6 +62,9 @@ class Settings(BaseSettings):
                                                                   "longer holds the check (0 = it always does)")
     notify_oncalls: bool = Field(False, description="mention the allowlist's on-calls of a failing L4/L3 backend, "
                                                     "once per backend and PR head (docs/bot.md)")
+    canary_backends: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="the relay's canaries: downstream repos whose jobs are meant to fail, be "
+                                          "cancelled or time out (comma-separated; the summary's pipeline health)")
     l3_label_prefix: str = Field("ciflow/crcr/", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_./:+-]+$",
                                  description="the PR label that runs an L3 backend is this + its device")
 
@@ -86,6 +89,17 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("canary_backends", mode="before")
+    @classmethod
+    def _split_canaries(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            bad = [name for name in value if not re.fullmatch(r"[\w.-]{1,100}/[\w.-]{1,100}", str(name), re.ASCII)]
+            if bad:
+                raise ValueError(f"canary {str(bad[0])[:100]!r} is not an owner/repo name")
         return value
 
     @field_validator("replicator_routes", mode="before")

@@ -19,6 +19,7 @@ from renderers.frame import Crumb, Site, is_repo_name, range_label, range_links
 from renderers.html import render_page
 from renderers.policy import pass_rate
 from renderers.pr_view import BackendResult, JobResult, VerdictCounts, build_pr_view, worst
+from renderers.registry import NO_REGISTRY, Registration, Registry
 from renderers.trends import TREND_RANGES, BackendTrend, build_trends
 from sql.records import parse_time
 
@@ -161,6 +162,8 @@ class BackendPage:
     trunk_kinds: tuple[TrunkKind, ...] = ()
     all_kinds_href: str | None = None
     badge_markdown: str | None = None  # the README snippet (text, never a link)
+    registration: Registration | None = None  # what the allowlist says (None: no allowlist in use)
+    canary: bool = False  # one of the relay's canaries (its jobs are meant to fail)
 
     def context(self) -> dict[str, Any]:
         crumbs = [Crumb(range_label(self.days), self.site.summary(self.days)), Crumb(self.repo)]
@@ -194,6 +197,7 @@ class BackendView:
     stats: Mapping[str, Any] | None = None  # this backend's oot_backend_stats row
     trend_days: int | None = None
     public_url: str | None = None  # where the live site is, for the README badge snippet
+    registry: Registry = NO_REGISTRY  # the allowlist and the canaries
 
 
 def build_backend(rows: Iterable[Mapping[str, Any]], *, repo: str, days: int, now: datetime, site: Site,
@@ -253,6 +257,7 @@ def build_backend(rows: Iterable[Mapping[str, Any]], *, repo: str, days: int, no
         else (),
         trunk_kinds=kinds, all_kinds_href=site.backend(repo, days),
         badge_markdown=badge_markdown(repo, asked.public_url) if asked.public_url and not event else None,
+        registration=asked.registry.registration(repo, level or None), canary=asked.registry.is_canary(repo),
     )
 
 

@@ -4,6 +4,8 @@ go to ``test-artifacts/screenshots/``."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from oot_hud.allowlist_source import AllowlistSource, parse_location
 from oot_hud.publish import render_site, write_site
 from sql.warehouse import Warehouse
 from tests.conftest import RELAY_FIXTURES, relay_payload
@@ -31,9 +34,24 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/ensure-chromium)")
 
 
+# The fixtures' backends as registered, one registered L4 backend that never reports, the relay's canary.
+ALLOWLIST = """\
+L2:
+  - riscv-lab/pytorch-ci
+L3:
+  npu:
+    contoso/pytorch-npu: [npu-oncall]
+L4:
+  - acme-accel/torch-acme: carol, dave
+  - quiet/gate
+"""
+CANARY = "pytorch/crcr-test"
+
+
 @pytest.fixture
 def site(warehouse: Warehouse, tmp_path: Path) -> Iterator[str]:
-    """A live server on loopback holding the relay fixtures (through ingest) plus a week of history."""
+    """A live server on loopback holding the relay fixtures (through ingest) plus a week of history, with an
+    allowlist file and a canary configured."""
     history = []
     for day in range(7):
         for pr in range(3):
@@ -50,8 +68,17 @@ def site(warehouse: Warehouse, tmp_path: Path) -> Iterator[str]:
                           started=NOW - timedelta(hours=12), received=NOW - timedelta(hours=12)))
     history.append(record(backend="long-" + "n" * 90 + "/backend-" + "m" * 90, level="L3",
                           job="job-" + "x" * 300, received=NOW - timedelta(hours=2)))
+    history += [record(backend=CANARY, pr=880, job=job, conclusion=conclusion, received=NOW - timedelta(hours=1))
+                for job, conclusion in (("build", "success"), ("t-xfail", "failure"), ("t-xtimeout", "timed_out"))]
     warehouse.insert_job_rows([row(r) for r in history])
-    with serve(build_app(warehouse, tmp_path)) as url:
+    allowlist = tmp_path / "allowlist.yml"
+    allowlist.write_text(ALLOWLIST)
+    app = build_app(warehouse, tmp_path, allowlist=str(allowlist), canary_backends=CANARY)
+    source = AllowlistSource(parse_location(str(allowlist)), refresh_seconds=3600)
+    with concurrent.futures.ThreadPoolExecutor(1) as once:  # read once, outside the test's running loop
+        assert once.submit(asyncio.run, source.refresh()).result()
+    app.state.services.allowlist = source
+    with serve(app) as url:
         for name in sorted(p.stem for p in RELAY_FIXTURES.glob("[0-9]*.json")):
             payload = relay_payload(name)
             if name.startswith("10_"):
@@ -116,11 +143,24 @@ def test_live_pages(browser: Any, site: str, device: str) -> None:
             assert polylines.count() >= 2
             box = page.locator("svg.spark").first.bounding_box()
             assert box and box["width"] == 120 and box["height"] == 24
+        # the allowlist: a registered backend that never reported, last in its section; the canary's line
+        silent = page.locator('tr[data-silent=true][data-backend="quiet/gate"]')
+        assert silent.is_visible() and "no results in the last 7 days" in silent.inner_text()
+        assert page.locator('table[data-level=L4] tbody tr').last.get_attribute("data-backend") == "quiet/gate"
+        health = page.locator('[data-canary="pytorch/crcr-test"]')
+        assert health.is_visible() and health.get_attribute("data-state") == "healthy"
+        assert "Newest PRs: 1 of 1 came back with the expected outcomes" in health.inner_text()
+        assert health.locator(".chip").evaluate("el => getComputedStyle(el).color") == COLOURS["success"]
+        assert page.locator('tr[data-backend="pytorch/crcr-test"]').count() == 0  # not in a ranking
+        assert "ciflow/crcr/npu" in page.locator('tr[data-backend="contoso/pytorch-npu"]').inner_text()
         shot(page, f"summary-{device}")
 
         page.get_by_role("link", name="acme-accel/torch-acme").click()
         page.wait_for_url("**/oot/acme-accel/torch-acme?days=7")
         assert "acme-accel/torch-acme" in page.locator("h1").inner_text()
+        registration = page.locator("[data-registration=registered]")
+        assert registration.is_visible() and "on-call: carol, dave" in registration.inner_text()
+        assert registration.locator("a").count() == 0  # on-calls are plain text
         no_horizontal_overflow(page)
         colours = chip_colours(page)
         for verdict, seen in colours.items():
