@@ -154,7 +154,8 @@ async def configured(warehouse: Warehouse, tmp_path: Path) -> Any:
     now = NOW
     warehouse.insert_job_rows([row(r) for r in [
         record(backend="acme/torch-acme", pr=1, received=now - timedelta(hours=2)),
-        record(backend="contoso/pytorch-npu", level="L2", pr=1, conclusion="failure", received=now - timedelta(hours=2)),
+        record(backend="contoso/pytorch-npu", level="L2", pr=1, conclusion="failure",
+               received=now - timedelta(hours=2)),
         record(backend=CANARY, pr=2, job="t-xfail", conclusion="failure", received=now - timedelta(hours=1)),
         record(backend=CANARY, pr=2, job="build", received=now - timedelta(hours=1)),
     ]])
