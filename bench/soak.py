@@ -1,15 +1,15 @@
 """Soak: minutes of mixed traffic against one ``oot-hud serve`` (embedded warehouse, the bot writing to a GitHub
-stand-in), printing each minute the throughput, p50/p99 latency per kind, the server's RSS and open file
-descriptors, and GitHub writes. It must run flat: no growth in latency, memory or descriptors.
+stand-in), printing each minute the throughput, p50/p99 latency per kind, the server's RSS, threads and open file
+descriptors (and what they are), and GitHub writes. It must run flat: no growth in latency, memory or descriptors.
 
-Traffic, all on loopback: relay results at ``--rate`` a second (paced, open loop: each job in_progress then
-completed, spread over ``--prs`` PRs and 10 backends), one signed ``pull_request`` webhook a second, page views
-(summary, a backend's matrix, a PR page) two a second, saved-query API calls one a second, and one
-``oot-hud publish`` (through the running server) each ``--publish-every`` minutes. The GitHub stand-in is
-the tests' GitHub fake (``tests/github_fake.py``) served over HTTP with ``--github-latency`` per call.
-
-The load generator is Python (httpx, asyncio) in this process: at 100 results/s it is far from saturating
-the server or itself; what it reports is the server's latency at a fixed rate, not a maximum throughput.
+Traffic, all on loopback: relay results at ``--rate`` a second, driven by ``wrk`` (``bench/wrk/soak-results.lua``,
+one wrk run a minute; each job in_progress then completed, spread over ``--prs`` PRs and 10 backends; the pause
+between a connection's requests is adjusted each minute so the rate holds at ``--rate``), one signed
+``pull_request`` webhook a second, page views (summary, a backend's matrix, a PR page) two a second, saved-query
+API calls one a second, and one ``oot-hud publish`` (through the running server) each ``--publish-every``
+minutes. The GitHub stand-in is the tests' GitHub fake (``tests/github_fake.py``) served over HTTP with
+``--github-latency`` per call. The light traffic (webhooks, pages, API: 4 a second) comes from httpx in this
+process; the results from wrk, so the client is not what saturates.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 100] [--prs 50]
 """
@@ -107,27 +107,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def relay_bodies(rng: random.Random, prs: int) -> Iterator[dict[str, Any]]:
-    """in_progress then completed for each new job, forever; PR numbers cycle over ``prs``."""
-    job = 0
-    while True:
-        job += 1
-        pr = 190_000 + job % prs
-        sha = f"{pr:040x}"[-40:]
-        backend = f"soak/backend-{job % 10}"
-        for name in ("01_pr_in_progress", "02_pr_completed_success"):
-            body = relay_payload(name)
-            body["trusted"]["verified_repo"] = backend
-            callback = body["untrusted"]["callback_payload"]
-            callback["delivery_id"] = f"soak-{pr}"
-            callback["payload"]["pull_request"]["number"] = pr
-            callback["payload"]["pull_request"]["head"]["sha"] = sha
-            workflow = callback["workflow"]
-            workflow["check_run_id"] = f"soak-{job}"
-            workflow["job_name"] = f"test-{job % 7}"
-            if name.startswith("02") and rng.random() < 0.2:
-                workflow["conclusion"] = "failure"
-            yield body
+def relay_templates() -> str:
+    """The two bodies wrk posts for every job (in_progress, completed), with its placeholders."""
+    lines = []
+    for name in ("01_pr_in_progress", "02_pr_completed_success"):
+        body = relay_payload(name)
+        body["trusted"]["verified_repo"] = "__BACKEND__"
+        callback = body["untrusted"]["callback_payload"]
+        callback["delivery_id"] = "soak-__PR__"
+        callback["payload"]["number"] = callback["payload"]["pull_request"]["number"] = "__PR__"
+        callback["payload"]["pull_request"]["head"]["sha"] = "__SHA__"
+        workflow = callback["workflow"]
+        workflow["check_run_id"] = "soak-__JOB__"
+        workflow["job_name"] = "__JOBNAME__"
+        if name.startswith("02"):
+            workflow["conclusion"] = "__CONCLUSION__"
+        lines.append(json.dumps(body).replace('"__PR__"', "__PR__"))  # a number in the payload
+    return "\n".join(lines) + "\n"
+
+
+WRK_CONNECTIONS = 20
+
+
+async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: int, minute: int) -> dict[str, Any]:
+    """One minute of results at ``rate`` a second from wrk; its WRK_RESULT line."""
+    env = {**os.environ, "BODY_FILE": str(body_file), "RELAY_TOKEN": server.token, "RATE": f"{rate:.3f}",
+           "PRS": str(prs), "RUN_ID": f"m{minute}", "CONNECTIONS": str(WRK_CONNECTIONS)}
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "-d60s", "--timeout", "30s", "-s",
+        str(REPO_ROOT / "bench" / "wrk" / "soak-results.lua"), server.base_url, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    for line in output.decode().splitlines():
+        if line.startswith("WRK_RESULT "):
+            return dict(json.loads(line.removeprefix("WRK_RESULT ")))
+    raise RuntimeError(f"wrk printed no result:\n{output.decode()[-2000:]}")
 
 
 def server_usage(pid: int) -> tuple[float, int]:
@@ -152,7 +166,8 @@ def descriptor_kinds(pid: int, data_dir: Path) -> str:
                 else "anon" if target.startswith("anon_inode:") else "data" if target.startswith(str(data_dir))
                 else "file")
         kinds[kind] += 1
-    return " ".join(f"{kind}={count}" for kind, count in sorted(kinds.items()))
+    threads = len(os.listdir(f"/proc/{pid}/task"))  # the engine keeps per-thread /proc files open
+    return " ".join(f"{kind}={count}" for kind, count in sorted(kinds.items())) + f" threads={threads}"
 
 
 async def paced(rate: float, until: float, action: Any) -> None:
@@ -191,21 +206,18 @@ async def run(args: argparse.Namespace) -> int:
         print(f"server pid {server.pid} on {server.base_url}; GitHub stand-in {api} "
               f"({args.github_latency * 1000:.0f} ms a call); load {os.getloadavg()[0]:.2f}", flush=True)
         stats = [Stats()]
-        bodies = relay_bodies(rng, args.prs)
+        body_file = Path(tmp) / "bodies.jsonl"
+        body_file.write_text(relay_templates())
         start = time.monotonic()
         until = start + args.minutes * 60
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits) as http:
-
-            async def ingest() -> None:
-                await timed(http, stats, "ingest", "POST", "/api/oot/results", content=json.dumps(next(bodies)),
-                            headers=server.headers)
 
             async def webhook() -> None:
                 payload = github_payload("pull_request.synchronize")
                 pr = 190_000 + rng.randrange(args.prs)
                 payload["pull_request"]["number"] = payload["number"] = pr
-                payload["pull_request"]["head"]["sha"] = f"{pr:040x}"[-40:]  # the head the results are for
+                payload["pull_request"]["head"]["sha"] = f"{pr:040x}"  # the head the results are for
                 body = json.dumps(payload).encode()
                 headers = signed_headers(body, SECRET, event="pull_request", delivery=str(uuid.uuid4()))
                 await timed(http, stats, "webhook", "POST", "/api/github/webhook", content=body, headers=headers)
@@ -234,29 +246,34 @@ async def run(args: argparse.Namespace) -> int:
                     stats[-1].record("publish", time.monotonic() - began, done.returncode == 0)
                     minute += 1
 
-            async def reporter() -> None:
+            async def results_and_report() -> None:
+                """A wrk run a minute; after each, the minute's line."""
                 rss0, fds0 = server_usage(server.pid)
                 print(f"{'min':>3} {'ingest/s':>8} {'ing p50':>8} {'ing p99':>8} {'page p99':>8} {'api p99':>8} "
                       f"{'hook p99':>8} {'errors':>6} {'RSS MiB':>8} {'fds':>5} {'GH writes':>9} {'load':>5}",
                       flush=True)
-                print(f"{0:>3} {'':>8} {'':>8} {'':>8} {'':>8} {'':>8} {'':>8} {'':>6} {rss0:>8.0f} {fds0:>5}",
+                print(f"{0:>3} {'':>8} {'':>8} {'':>8} {'':>8} {'':>8} {'':>8} {'':>6} {rss0:>8.0f} {fds0:>5}"
+                      f"{'':>10} {os.getloadavg()[0]:>5.2f}  fds: {descriptor_kinds(server.pid, server.data_dir)}",
                       flush=True)
+                pace = args.rate
                 for minute in range(1, args.minutes + 1):
-                    await asyncio.sleep(max(0.0, start + minute * 60 - time.monotonic()))
+                    result = await wrk_minute(server, body_file, pace, args.prs, minute)
                     done, stats[-1] = stats[-1], Stats()
                     rss, fds = server_usage(server.pid)
-                    ms = {kind: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000)
-                          for kind, v in done.latencies.items()}
-                    print(f"{minute:>3} {len(done.latencies['ingest']) / 60:>8.1f} {ms.get('ingest', (0, 0))[0]:>8.1f} "
-                          f"{ms.get('ingest', (0, 0))[1]:>8.1f} {ms.get('page', (0, 0))[1]:>8.1f} "
-                          f"{ms.get('api', (0, 0))[1]:>8.1f} {ms.get('webhook', (0, 0))[1]:>8.1f} "
-                          f"{sum(done.errors.values()):>6} {rss:>8.0f} {fds:>5} {len(fake.writes()):>9} "
-                          f"{os.getloadavg()[0]:>5.2f}"
+                    rate = result["requests"] / (result["duration_us"] / 1e6)
+                    # wrk pauses between a connection's requests; the answers' time adds to it: correct the pace.
+                    pace = min(args.rate * 3, pace * args.rate / max(rate, 1.0))
+                    refused = sum(count for code, count in result["codes"].items() if code != "200")
+                    ms = {kind: percentile(v, 0.99) * 1000 for kind, v in done.latencies.items()}
+                    print(f"{minute:>3} {rate:>8.1f} {result['p50_us'] / 1000:>8.1f} {result['p99_us'] / 1000:>8.1f} "
+                          f"{ms.get('page', 0):>8.1f} {ms.get('api', 0):>8.1f} {ms.get('webhook', 0):>8.1f} "
+                          f"{sum(done.errors.values()) + refused + result['errors']:>6} {rss:>8.0f} {fds:>5} "
+                          f"{len(fake.writes()):>9} {os.getloadavg()[0]:>5.2f}"
                           + (f"  publish {done.latencies['publish'][0]:.1f} s" if done.latencies.get("publish")
                              else "") + f"  fds: {descriptor_kinds(server.pid, server.data_dir)}", flush=True)
 
-            await asyncio.gather(paced(args.rate, until, ingest), paced(1, until, webhook),
-                                 paced(2, until, view), paced(1, until, api_call), publisher(), reporter())
+            await asyncio.gather(paced(1, until, webhook), paced(2, until, view), paced(1, until, api_call),
+                                 publisher(), results_and_report())
         server.stop()
         comments = sum(1 for c in fake.comments.values())
         print(f"done: {len(fake.writes())} GitHub writes, {comments} comments, {len(fake.check_runs)} check runs",

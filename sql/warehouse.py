@@ -19,6 +19,11 @@ from sql.records import COLUMN_NAMES, JOB_RESULTS_TABLE
 # would return before its data is readable. Every client is opened with these session settings, so every
 # insert is synchronous and "200" means stored (tests/test_records.py checks the session has them).
 INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
+# The embedded engine's global thread pool keeps up to 1,000 idle threads by default, and every thread that
+# ran a query holds three /proc files open (its CPU and I/O counters) for as long as it lives: a burst of
+# reads (a publish renders every page) left the server with threads and descriptors it never gave back.
+# Idle threads above this many exit (docs/soak.md).
+ENGINE_OPTIONS: dict[str, Any] = {"max_thread_pool_free_size": 16}
 
 
 class WarehouseError(RuntimeError):
@@ -47,7 +52,7 @@ class Warehouse:
             if data_dir is None:
                 raise ValueError("the embedded warehouse needs a data directory")
             data_dir.mkdir(parents=True, exist_ok=True)
-            options: dict[str, Any] = {"interface": "chdb", "path": str(data_dir)}
+            options: dict[str, Any] = {"interface": "chdb", "path": str(data_dir), "chdb_options": ENGINE_OPTIONS}
             kind = "embedded"
         else:
             parts = urlsplit(url)

@@ -364,9 +364,13 @@ class EmbeddedStore:
 # - vertical merges from the first row: the tables are wide (~40 columns) and their parts small, so the
 #   default (horizontal below 131,072 rows) reads every column of every merged part at once; vertical merges
 #   held the server's RSS ~50 MiB lower after 100,000 results (docs/ingest.md).
+# - outdated parts removed one by one: above concurrent_part_removal_threshold (100) a cleanup round starts a
+#   pool of up to 128 threads that stay for good, and a part a flush makes 100+ outdated parts a round under
+#   steady ingest (docs/soak.md); one by one costs milliseconds on one local disk.
 EMBEDDED_TABLE_SETTINGS = ("fsync_after_insert = 1, fsync_part_directory = 1, "
                            "vertical_merge_algorithm_min_rows_to_activate = 1, "
-                           "vertical_merge_algorithm_min_columns_to_activate = 1")
+                           "vertical_merge_algorithm_min_columns_to_activate = 1, "
+                           "concurrent_part_removal_threshold = 1000000")
 _MERGE_TREE_TABLES_SQL = ("SELECT name FROM system.tables WHERE database = currentDatabase() "
                           "AND engine LIKE '%MergeTree' ORDER BY name")
 
