@@ -3,7 +3,7 @@ query API, the pages, the webhook, and whatever routes are added later) gets gen
 invalid, on a real uvicorn server on loopback with the embedded warehouse. No answer may be a 5xx, carry a
 status code the operation does not declare, or violate the declared content type or schema.
 
-Bounded for ``make test`` (``FUZZ_API_EXAMPLES`` per operation, default 25); ``scripts/fuzz-long`` runs it
+Bounded for ``make test`` (``FUZZ_API_EXAMPLES`` per operation, default 12); ``scripts/fuzz-long`` runs it
 with many more.
 """
 
@@ -38,7 +38,7 @@ from tests.readpath_data import NOW, record, row
 from tests.servers import serve
 
 TOKEN = "fuzz-relay-token-0123456789abcdef"
-EXAMPLES = int(os.environ.get("FUZZ_API_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_API_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 

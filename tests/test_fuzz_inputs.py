@@ -66,7 +66,7 @@ def deliveries(draw: st.DrawFn) -> tuple[bytes, dict[str, str], bool]:
     return body, headers, kind == "good"
 
 
-@bounded(250)
+@bounded(120)
 @given(st.lists(deliveries(), min_size=1, max_size=4))
 async def test_the_webhook_parses_only_correctly_signed_bodies(sent: list[tuple[bytes, dict[str, str], bool]]) -> None:
     routed: list[Delivery] = []
@@ -132,7 +132,7 @@ def query_calls(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
     return name, draw(st.permutations(pairs))
 
 
-@bounded(120)
+@bounded(60)
 @given(st.lists(query_calls(), min_size=1, max_size=5))
 async def test_the_query_api_answers_200_or_a_400_with_a_reason(warehouse: Warehouse, tmp_path: Path,
                                                                 calls: list[tuple[str, list[tuple[str, str]]]]) -> None:

@@ -312,7 +312,7 @@ def assert_inert_markdown(markdown: str) -> None:
                              "summary", "ul", "li", "strong", "code", "em", "br"}, set(dom.tags)
 
 
-@bounded(120)
+@bounded(60)
 @given(pr_rows())
 def test_markdown_renderers_keep_arbitrary_downstream_text_inert(rows: list[dict[str, Any]]) -> None:
     view = build_pr_view(rows, now=NOW, silence_hours=6, public_url=PUBLIC + "/", upstream_repo="pytorch/pytorch",
@@ -373,7 +373,7 @@ def downstream_records(draw: st.DrawFn) -> list[Any]:
     return out
 
 
-@bounded(20)
+@bounded(10)
 @given(downstream_records())
 async def test_pages_keep_arbitrary_downstream_text_in_text_nodes(warehouse: Warehouse, tmp_path: Path,
                                                                   records: list[Any]) -> None:
