@@ -12,12 +12,12 @@ and what saturated.
 Then an open-loop run at ``--rate`` (200/s) for latency under a steady load, with a lean raw-socket
 client (wrk has no constant-rate mode; wrk2 is not in Debian): a request is sent every 1/rate s whatever
 the answers, and its latency counts from when it was due, so a late client or server shows as latency.
-With ``--rss-results N`` wrk then posts the 13 good fixtures in turn (in_progress -> completed pairs,
-a stale in_progress, a re-post; 1,000 PRs in turn) until the server has answered N results in all, and
-the server's RSS is printed then and 10 s later.
+With ``--rss-results N`` the bench then starts a fresh ``oot-hud serve`` and wrk posts the 13 good
+fixtures in turn to it (in_progress -> completed pairs, a stale in_progress, a re-post; 1,000 PRs in turn)
+until it has answered N; the server's RSS is printed then (with its peak) and 10 s later.
 
     .venv/bin/python bench/ingest.py                       # throughput at 16 and 64 + paced latency
-    .venv/bin/python bench/ingest.py --rss-results 100000  # ... and RSS after 100,000 results
+    .venv/bin/python bench/ingest.py --rss-results 100000  # ... and RSS of a fresh server after 100,000
     .venv/bin/python bench/ingest.py --url http://127.0.0.1:8000 --token T --pid PID
 
 wrk: ``apt-get install -y wrk`` (the bench runs that itself when it may, as root, and wrk is missing).
@@ -97,11 +97,15 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def peak_mib(pid: int) -> float:
+    return rss_mib(pid, "VmHWM")
 
 
 # ---- wrk ----
@@ -347,11 +351,37 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
 
 # ---- the run ----
 
+def rss_run(args: argparse.Namespace, wrk: str, work: Path, mixed: Path, stamp: str, env: dict[str, str] | None,
+            target: tuple[str, str, int]) -> None:
+    """RSS after ``--rss-results`` posts of the 13 fixtures in turn: on a fresh server (or ``--url``'s)."""
+    fresh = ServerProcess(work / "rss-data", env=env).start() if env is not None else None
+    url, token, pid = (fresh.base_url, fresh.token, fresh.pid) if fresh is not None else target
+    try:
+        if not pid:
+            print("RSS run skipped: no --pid")
+            return
+        print(f"RSS run: {'a fresh' if fresh else 'the given'} server, RSS {rss_mib(pid):.0f} MiB before; "
+              f"load {load()}", flush=True)
+        bulk = run_wrk(wrk, url, token, mixed, connections=16, seconds=3600, run_id=f"m{stamp}",
+                       limit=args.rss_results)
+        print(f"bulk load: {bulk.requests} posts of the 13 fixtures in turn at {bulk.rate:.0f}/s, answers "
+              f"{bulk.codes}, errors {bulk.errors or 'none'}; load {load()}", flush=True)
+        print(f"server RSS after {bulk.requests} results: {rss_mib(pid):.0f} MiB (target < 600 MB = 572 MiB), "
+              f"peak {peak_mib(pid):.0f} MiB", flush=True)
+        # The engine's allocator hands freed pages back after a few seconds: what stays is the real cost.
+        time.sleep(10)
+        print(f"server RSS 10 s later, idle: {rss_mib(pid):.0f} MiB", flush=True)
+    finally:
+        if fresh is not None:
+            fresh.stop()
+
+
 def run(args: argparse.Namespace) -> int:
     wrk = ensure_wrk()
     server: ServerProcess | None = None
     scratch = tempfile.TemporaryDirectory(prefix="oot-bench-")
     work = Path(scratch.name)
+    env: dict[str, str] = {}
     if args.url:
         url, token, pid = args.url, args.token, args.pid
     else:
@@ -366,24 +396,21 @@ def run(args: argparse.Namespace) -> int:
     stamp = str(int(time.time()))
     ours = Target("oot-hud", url, token, pid)
     bare = Target("bare", bare_url, token, bare_proc.pid)
-    posted = 0
     try:
         print(f"oot-hud at {url} (pid {pid or '?'}); bare FastAPI at {bare_url} (pid {bare_proc.pid}); wrk -t1, "
               f"{args.rounds} rounds of {args.seconds:.0f} s per server and connection count; load {load()}",
               flush=True)
         for target in (ours, bare) if args.connections else (ours,):  # connections, first inserts, caches
-            warm = run_wrk(wrk, target.url, token, unique, connections=16, seconds=args.warmup_seconds,
-                           run_id=f"w{stamp}{target.name}")
-            posted += warm.requests if target is ours else 0
+            run_wrk(wrk, target.url, token, unique, connections=16, seconds=args.warmup_seconds,
+                    run_id=f"w{stamp}{target.name}")
         for connections in args.connections:
             for number in range(args.rounds):
                 # Alternate who goes first, so a burst of load from elsewhere hits both alike.
                 order = (ours, bare) if number % 2 == 0 else (bare, ours)
                 for target in order:
                     label = "oot-hud serve (embedded)" if target is ours else "bare FastAPI (parse only)"
-                    result = measured_round(wrk, target, unique, connections, args.seconds,
-                                            f"{label} #{number + 1}", f"r{stamp}-{connections}-{number}")
-                    posted += result.requests if target is ours else 0
+                    measured_round(wrk, target, unique, connections, args.seconds, f"{label} #{number + 1}",
+                                   f"r{stamp}-{connections}-{number}")
             for target_ratio, c in ((0.5, 16), (0.6, 64)):
                 if c == connections:
                     summarise(ours, bare, connections, target_ratio)
@@ -395,23 +422,17 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
 
         latencies, accepted, client_ms = asyncio.run(paced(url, token, args.rate, args.paced_seconds, f"p{stamp}"))
-        posted += accepted
         print(f"paced {args.rate:.0f} req/s for {args.paced_seconds:.0f} s (lean raw-socket client, open loop, "
               f"latency from when each request was due): {accepted} accepted, p50 {percentile(latencies, 0.5):.1f} ms, "
               f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies, default=float('nan')):.1f} ms "
               f"(target p99 < 25 ms); client CPU {client_ms:.2f} ms a request; load {load()}", flush=True)
         if pid:
             print(f"server RSS now: {rss_mib(pid):.0f} MiB", flush=True)
-        if args.rss_results and pid:
-            todo = max(0, args.rss_results - posted)
-            bulk = run_wrk(wrk, url, token, mixed, connections=16, seconds=3600, run_id=f"m{stamp}", limit=todo)
-            print(f"bulk load: {bulk.requests} posts of the 13 fixtures in turn at {bulk.rate:.0f}/s, answers "
-                  f"{bulk.codes}, errors {bulk.errors or 'none'}; load {load()}", flush=True)
-            print(f"server RSS after {posted + bulk.requests} results: {rss_mib(pid):.0f} MiB (target < 600 MB)",
-                  flush=True)
-            # The engine's allocator hands freed pages back after a few seconds: what stays is the real cost.
-            time.sleep(10)
-            print(f"server RSS 10 s later, idle: {rss_mib(pid):.0f} MiB", flush=True)
+        if args.rss_results:
+            bare_proc.kill()  # only the measured server runs from here
+            if server is not None:
+                server.stop()
+            rss_run(args, wrk, work, mixed, stamp, None if args.url else env, (url, token, pid))
     finally:
         bare_proc.kill()
         bare_proc.wait()
@@ -433,7 +454,8 @@ def main() -> int:
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=200.0, help="paced run: requests a second")
     parser.add_argument("--paced-seconds", type=float, default=15.0)
-    parser.add_argument("--rss-results", type=int, default=0, help="load this many results in all, then report RSS")
+    parser.add_argument("--rss-results", type=int, default=0,
+                        help="then post this many results to a fresh server (--url: to that one), report its RSS")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the started oot-hud serve (e.g. OOT_HUD_COMMIT_WINDOW_MS=0)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
