@@ -96,12 +96,16 @@ def summary_html(warehouse: Warehouse, *, days: int, now: datetime, silence_hour
                  registry: Registry = NO_REGISTRY, health: list[dict] | None = None) -> str:
     """The summary page; ``rows`` / ``levels`` / ``health`` (already-fetched ``oot_summary`` /
     ``oot_backend_levels`` / ``oot_canary_health`` rows) spare the queries."""
+    pending = None
+    if registry.canaries and health is None:  # beside the summary, on the second connection
+        pending = _side_pool().submit(health_rows, warehouse.side_reader() or warehouse, registry.canaries,
+                                      now=now, silence_hours=silence_hours)
     if rows is None:
         rows = summary_rows(warehouse, days=days, now=now, silence_hours=silence_hours)
     if levels is None:
         levels = level_rows(warehouse, days=days, now=now)
     line = pipeline_health(warehouse, registry, now=now, silence_hours=silence_hours, site=site, days=days,
-                           rows=health)
+                           rows=pending.result() if pending is not None else health)
     return render_summary(build_summary(rows, days=days, now=now, site=site, levels=levels, registry=registry,
                                         health=line))
 

@@ -5,9 +5,10 @@ Layout (every link relative, so the site works from any sub-path and from file:/
     index.html                      the summary for the default range
     {days}d/index.html              the summary for each range
     {days}d/{org}/{repo}/index.html each backend, for every range (an empty state when it has no results):
-                                    cards, trends, the first PR page and the trunk of every kind
-    {days}d/{org}/{repo}/page-2.html  its second PR page (when it has more than 50 PRs in the range)
-    {days}d/{org}/{repo}/trunk-{kind}.html  one trunk kind (push, nightly, periodic, any other reported)
+                                    cards, trends, its 50 most recently active PRs (older ones: the live site)
+                                    and the 30 newest trunk commits of every kind
+    {widest}d/{org}/{repo}/trunk-{kind}.html  one trunk kind (push, nightly, periodic, any other reported), in
+                                    the widest range only: every range's tabs link there
     badge/{org}/{repo}.svg          its README badge (PR pass rate over 7 days)
     trends/{7,30,90}d/index.html    the trends, always all three ranges
 
@@ -78,7 +79,9 @@ def parse_ranges(text: str) -> tuple[int, ...]:
     return values
 
 
-STATIC_PAGES = 2  # PR pages published per backend and range (100 PRs); the last one says where the rest are
+# PR pages published per backend and range: the first (50 PRs); it says older ones are on the live site. A
+# second page per range was 180 of 1,357 files and 83 of 230 MB for 100 backends (docs/read-path.md, round 8).
+STATIC_PAGES = 1
 
 
 def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, silence_hours: float,
@@ -87,7 +90,9 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, s
     live site, for the README badge snippet on each backend page; ``registry``: the allowlist and canaries."""
     ranges = tuple(ranges)
     default = DEFAULT_RANGE if DEFAULT_RANGE in ranges else ranges[0]
-    site = Site(static=True, ranges=ranges, pages=STATIC_PAGES)
+    # Trunk-kind views only in the widest range (the 30 newest commits of a kind there include the narrower
+    # ranges' newest): 3 kinds x every range was 810 of 1,357 files for 100 backends.
+    site = Site(static=True, ranges=ranges, pages=STATIC_PAGES, trunk_days=max(ranges))
     files: dict[str, str] = {}
     # registered backends and canaries get pages even when silent: the summary links them
     backends: dict[str, None] = dict.fromkeys([*(entry.repo for entry in registry.entries()), *registry.canaries])
@@ -123,7 +128,8 @@ def render_site(warehouse: Warehouse, *, ranges: Iterable[int], now: datetime, s
         kinds = dict.fromkeys(TRUNK_KINDS)
         kinds.update((str(kind[0]), None) for rows in pages_rows.values() for kind in rows[0].get("trunk_kinds") or ()
                      if is_event_view(str(kind[0])))
-        kind_rows = {kind: _by_repo(dashboard_rows(warehouse, "", days=days, now=now, event=kind)) for kind in kinds}
+        kind_rows = ({kind: _by_repo(dashboard_rows(warehouse, "", days=days, now=now, event=kind)) for kind in kinds}
+                     if days == site.trunk_days else {})
         out: dict[str, str] = {}
         for repo in repos:
             side = BackendView(daily=tuple(daily.get(repo, ())), card_daily=tuple(card_daily.get(repo, ())),

@@ -174,7 +174,8 @@ class BackendPage:
             "title": f"{self.repo}{f' {self.event}' if self.event else ''}, {range_label(self.days)}",
             "crumbs": tuple(crumbs),
             "ranges": range_links(
-                self.days, lambda days: self.site.backend(self.repo, days, event=self.event) or "", self.site.ranges),
+                self.days, lambda days: self.site.backend(self.repo, days, event=self.event) or "",
+                (self.site.trunk_days,) if self.event and self.site.trunk_days else self.site.ranges),
             "home": self.site.home(),
             "generated_at": self.generated_at,
             "refresh": not self.site.static,

@@ -38,6 +38,7 @@ class Site:
     depth: int = 0
     ranges: tuple[int, ...] = RANGES  # the ranges that exist (a static site may publish fewer)
     pages: int | None = None  # a backend's PR pages that exist (a static site publishes the first); None: all
+    trunk_days: int | None = None  # the one range whose trunk-kind views exist (static: the widest); None: all
 
     @property
     def _root(self) -> str:
@@ -57,6 +58,8 @@ class Site:
         name that cannot be a GitHub ``owner/name`` or a page this site does not have."""
         if not is_repo_name(repo) or (self.pages is not None and page > self.pages):
             return None
+        if event and self.trunk_days is not None:
+            days = self.trunk_days
         if self.static:
             name = (f"trunk-{quote(event, safe='')}.html" if event
                     else "index.html" if page == 1 else f"page-{page}.html")

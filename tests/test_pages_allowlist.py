@@ -201,3 +201,19 @@ async def test_live_pages_with_an_allowlist_and_a_canary(configured: Any, wareho
             if "://" not in href and not href.startswith("#"):
                 target = (page.parent / href.split("#")[0]).resolve()
                 assert target.exists(), (page.relative_to(out), href)
+
+
+def test_publish_reads_the_configured_allowlist_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from oot_hud.publish import PublishError, _read_allowlist
+    from oot_hud.settings import Settings
+
+    path = tmp_path / "allowlist.yml"
+    path.write_text(ALLOWLIST)
+    found = _read_allowlist(Settings(data_dir=tmp_path / "data", allowlist=str(path)))
+    assert found is not None and found.level_of("quiet/npu-two") == "L3"
+    assert _read_allowlist(Settings(data_dir=tmp_path / "data")) is None  # none configured
+    # unreadable now: the copy kept on disk (by serve, or by the read above) is used, else none, said so
+    assert _read_allowlist(Settings(data_dir=tmp_path / "other", allowlist=str(tmp_path / "gone.yml"))) is None
+    assert "not readable" in capsys.readouterr().err
+    with pytest.raises(PublishError, match="read through the GitHub App"):
+        _read_allowlist(Settings(data_dir=tmp_path / "data", allowlist="github:pytorch/pytorch"))
