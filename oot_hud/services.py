@@ -45,7 +45,8 @@ class Services:
         """The PR rules as of now (the allowlist is refreshed while running): the bot and the PR page use it."""
         hours = self.settings.gate_max_pending_hours
         gate = GateConfig(max_pending=timedelta(hours=hours) if hours else None,
-                          allowlist_configured=self.allowlist is not None)
+                          allowlist_configured=self.allowlist is not None,
+                          canaries=frozenset(repo.lower() for repo in self.settings.canary_backends))
         return PrPolicy(allowlist=self.allowlist.current if self.allowlist is not None else None, gate=gate,
                         label_prefix=self.settings.l3_label_prefix, notify_oncalls=self.settings.notify_oncalls)
 

@@ -17,6 +17,7 @@ reported at L4. L3 and L2 never gate.
 | 7 | else a gating job passed, nothing past the max age | completed, `success`           |                  |
 | 8 | else (no gating backend, none passed, or row 4)    | completed, `neutral`           | why              |
 | 9 | an allowlist configured, no copy ever readable     | rows 1-8 on the relay's levels | says so          |
+| 10| a canary backend (``OOT_HUD_CANARY_BACKENDS``)      | never gates, at any level      |                  |
 
 The max pending age is ``OOT_HUD_GATE_MAX_PENDING_HOURS`` (default 24; 0 = a pending backend blocks for
 ever); a backend without a result (row 3) counts from the commit's first result. "Silent" = in progress
@@ -52,6 +53,9 @@ class GateConfig:
 
     max_pending: timedelta | None = DEFAULT_MAX_PENDING
     allowlist_configured: bool = False
+    # The relay's canaries (OOT_HUD_CANARY_BACKENDS, lower case) fail, cancel and time out by design: they never
+    # gate, whatever level the allowlist or the relay gives them.
+    canaries: frozenset[str] = frozenset()
 
 
 DEFAULT_GATE = GateConfig()
@@ -111,8 +115,11 @@ class GateDecision:
         return max(min(left), timedelta(0)) if left else None
 
 
-def gating(repo: str, relay_level: str, allowlist: Allowlist | None) -> bool:
-    """Whether a backend gates: the allowlist's word when one is in use, else the relay's level."""
+def gating(repo: str, relay_level: str, allowlist: Allowlist | None, canaries: frozenset[str] = frozenset()) -> bool:
+    """Whether a backend gates: never a canary; else the allowlist's word when one is in use, else the relay's
+    level."""
+    if repo.lower() in canaries:
+        return False
     return allowlist.gates(repo) if allowlist is not None else relay_level == BLOCKING_LEVEL
 
 
@@ -120,8 +127,8 @@ def decide(jobs: Iterable[GateJob], *, allowlist: Allowlist | None, config: Gate
            commit_first_seen: datetime | None, reported: Iterable[str] = ()) -> GateDecision:
     """The gate for the current commit. ``jobs``: every job at the commit (any level); ``reported``: every
     backend with a result at the commit (lower case or not); ``commit_first_seen``: the commit's first result."""
-    gate_jobs = [job for job in jobs if gating(job.repo, job.relay_level, allowlist)]
-    seen = {repo.lower() for repo in reported} | {job.repo.lower() for job in gate_jobs}
+    gate_jobs = [job for job in jobs if gating(job.repo, job.relay_level, allowlist, config.canaries)]
+    seen = {repo.lower() for repo in reported} | {job.repo.lower() for job in gate_jobs} | config.canaries
     missing = sorted(entry.repo for entry in allowlist.at_level(BLOCKING_LEVEL)
                      if entry.repo.lower() not in seen) if allowlist is not None else []
 

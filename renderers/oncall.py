@@ -45,6 +45,8 @@ def oncall_notices(view: PrView) -> tuple[OncallNotice, ...]:
         entry = allowlist.entry(backend.downstream_repo)
         if entry is None or entry.level not in NOTIFIED_LEVELS or not entry.oncalls or not backend.failed_jobs:
             continue
+        if entry.repo.lower() in view.policy.gate.canaries:
+            continue  # a canary fails by design: nobody is paged for it
         notices.append(OncallNotice(entry.repo, entry.level, view.head_sha, entry.oncalls,
                                     tuple(f"{job.workflow} / {job.job}" for job in backend.failed_jobs)))
     return tuple(notices)

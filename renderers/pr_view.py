@@ -289,7 +289,7 @@ def build_pr_view(rows: Iterable[Mapping[str, Any]], *, now: datetime, silence_h
         found = [
             BackendResult(downstream_repo=repo, level=levels[repo], head_sha=sha,
                           jobs=_jobs(repo_rows, now=now, silence=silence),
-                          gating=gating(repo, levels[repo], policy.allowlist))
+                          gating=gating(repo, levels[repo], policy.allowlist, policy.gate.canaries))
             for repo, repo_rows in by_sha.get(sha, {}).items()
         ]
         return tuple(sorted(found, key=_backend_order))

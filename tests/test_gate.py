@@ -125,6 +125,17 @@ def test_row_9_with_an_allowlist_only_its_l4_repos_gate_else_the_relays_levels()
     assert unreadable.levels_from == LEVELS_FROM_RELAY_ALLOWLIST_UNREADABLE
 
 
+def test_row_10_a_canary_never_gates_at_any_level() -> None:
+    canary = GateConfig(canaries=frozenset({"acme/second", "relay/canary"}))
+    listed = gate(job(Verdict.FAILURE, "acme/second"), job(Verdict.SUCCESS), allowlist=ALLOWLIST, config=canary)
+    assert outcome(listed) == ("completed", "success"), "an allowlisted L4 canary's failure blocks nothing"
+    assert listed.gating_repos == ("acme/gate",) and not listed.pending, "nor is a silent canary awaited"
+    by_relay = gate(job(Verdict.FAILURE, "Relay/Canary"), job(Verdict.RUNNING, "relay/canary", name="x"),
+                    config=canary)
+    assert outcome(by_relay) == ("completed", "neutral") and by_relay.gating_repos == ()
+    assert outcome(gate(job(Verdict.FAILURE, "relay/canary"))) == ("completed", "failure"), "only when configured"
+
+
 # ---- through the view and the check run -----------------------------------------------------------------
 
 def test_the_check_run_says_why_with_ages_and_loud_lines() -> None:

@@ -102,6 +102,25 @@ async def test_off_by_default_and_without_an_allowlist(warehouse: Warehouse, git
     assert PrPolicy().notify_oncalls is False
 
 
+def test_a_canary_pages_nobody() -> None:
+    from policy.gate import GateConfig
+    from renderers.oncall import oncall_notices
+    from renderers.pr_view import build_pr_view
+    from tests.test_markdown import NOW
+    from tests.test_markdown import row as view_row
+
+    rows = [view_row("acme/gate", job="test", conclusion="failure"), view_row("acme/npu", "L3", conclusion="failure")]
+
+    def notified(canaries: frozenset[str]) -> list[str]:
+        rules = PrPolicy(allowlist=ALLOWLIST, notify_oncalls=True, gate=GateConfig(canaries=canaries))
+        view = build_pr_view(rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo=REPO, pr_number=PR,
+                             policy=rules)
+        return [notice.repo for notice in oncall_notices(view)]
+
+    assert notified(frozenset()) == ["acme/gate", "acme/npu"]
+    assert notified(frozenset({"acme/gate"})) == ["acme/npu"], "a canary fails by design"
+
+
 async def test_two_instances_sharing_state_notify_once(warehouse: Warehouse, github_fake: GitHubFake,
                                                        app_private_key: str) -> None:
     shared = MemoryBotState()

@@ -186,6 +186,8 @@ async def test_live_pages_with_an_allowlist_and_a_canary(configured: Any, wareho
     assert 'data-mismatch="L3 L2"' in npu and 'data-label="ciflow/oot/npu"' in npu
     assert "registered" in quiet and "<bdi>carol, dave</bdi>" not in quiet  # quiet/gate lists no on-call
     assert "on-call: none listed" in quiet
+    rules = configured.state.services.pr_policy()
+    assert rules.gate.canaries == {CANARY} and rules.gate.allowlist_configured, "the gate knows the canary"
 
     # publish: the same lines, and every relative link resolving on disk (silent backends' pages included)
     services = configured.state.services
