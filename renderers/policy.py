@@ -1,4 +1,9 @@
-"""Display policies shared by every renderer (one implementation each; see ARCHITECTURE.md "Policies")."""
+"""Display policies shared by every renderer (one implementation each; see ARCHITECTURE.md "Policies").
+
+The merge gate (the check run's blocking rules) is one table in ``policy/gate.py``'s docstring, the same as
+README "Blocking rules", with a test per row in ``tests/test_gate.py``; it sits in the bottom layer because
+the bot and the pages both apply it.
+"""
 
 from __future__ import annotations
 
