@@ -26,6 +26,7 @@ from sql.bot_state import (
     Mark,
     PrMemo,
     Watermark,
+    WriteTurn,
 )
 from sql.records import PrRef
 
@@ -50,6 +51,7 @@ class _Data:
     prs: dict[PrKey, _Pr] = dataclasses.field(default_factory=dict)
     once: dict[tuple[str, int, str], tuple[str, float]] = dataclasses.field(default_factory=dict)
     deliveries: OrderedDict[str, float] = dataclasses.field(default_factory=OrderedDict)
+    pace: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)  # installation: (next, blocked)
 
 
 def _key(pr: PrRef) -> PrKey:
@@ -183,3 +185,17 @@ class MemoryBotState:
                 return False
             seen[delivery_id] = now + ttl_seconds
             return True
+
+    # --- pacing ------------------------------------------------------------------------------------
+    def reserve_write(self, installation: int, interval: float) -> WriteTurn:
+        now = self._clock.wall()
+        with self._data.lock:
+            next_at, blocked = self._data.pace.get(installation, (now, 0.0))
+            at = max(now, next_at, blocked)
+            self._data.pace[installation] = (at + interval, blocked)
+            return WriteTurn(at, blocked)
+
+    def block_writes(self, installation: int, until: float) -> None:
+        with self._data.lock:
+            next_at, blocked = self._data.pace.get(installation, (until, 0.0))
+            self._data.pace[installation] = (max(next_at, until), max(blocked, until))

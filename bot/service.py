@@ -69,7 +69,7 @@ class Bot:
         self.leases = Leases(self.bot_state, self.clock, lease, owner=instance) if shared else None
         self.writer = Writer(render=self._render, github=self.github, installation_for=self._installation_for,
                              app_slug=app_slug, debounce=debounce, pace=pace, clock=self.clock, leases=self.leases,
-                             watermark_visible=self._watermark_visible)
+                             watermark_visible=self._watermark_visible, pace_state=self.bot_state)
         self.writer.after_write = self._notify_oncalls
         self.sweep_seconds = sweep
         self.on_results: Callable[[PrRef], None] = on_results(self.writer.mark_dirty)

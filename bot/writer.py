@@ -32,7 +32,7 @@ from bot.logfmt import get_logger
 from bot.pacing import Pacer
 from bot.render import Render, Rendered
 from renderers.markdown import COMMENT_MARKER, CheckRunOutput
-from sql.bot_state import Busy, Lease, LeaseLost, Mark, PrMemo, Watermark
+from sql.bot_state import BotState, Busy, Lease, LeaseLost, Mark, PrMemo, Watermark
 from sql.records import PrRef
 
 log = get_logger("oot_hud.bot.writer")
@@ -135,7 +135,7 @@ class Writer:
                  max_delay: float | None = None, clock: Clock | None = None,
                  transient_retries: int = TRANSIENT_RETRIES, rate_limit_retries: int = RATE_LIMIT_RETRIES,
                  leases: Leases | None = None, watermark_visible: WatermarkCheck | None = None,
-                 watermark_wait: float = WATERMARK_WAIT_SECONDS) -> None:
+                 watermark_wait: float = WATERMARK_WAIT_SECONDS, pace_state: BotState | None = None) -> None:
         self._render = render
         self._github = github
         self._installation_for = installation_for
@@ -150,6 +150,8 @@ class Writer:
         self._rate_limit_retries = rate_limit_retries
         self._slots: dict[tuple[str, int], PrSlot] = {}
         self._pacers: dict[int, Pacer] = {}
+        # Where the installations' write turns are kept: shared by every instance on the same state.
+        self._pace_state = pace_state or (leases.state if leases is not None else None)
         # Shared state (several instances): None in the single process, and in a dry run (nothing to write).
         self._leases = leases if github is not None else None
         self._watermark_visible = watermark_visible
@@ -432,7 +434,8 @@ class Writer:
     def pacer(self, installation_id: int) -> Pacer:
         pacer = self._pacers.get(installation_id)
         if pacer is None:
-            pacer = self._pacers[installation_id] = Pacer(self.pace, self._clock)
+            pacer = self._pacers[installation_id] = Pacer(self.pace, self._clock, state=self._pace_state,
+                                                          installation=installation_id)
         return pacer
 
     async def _call(self, installation_id: int, what: str, fn: Callable[[], Awaitable[T]], *, write: bool,
@@ -451,7 +454,7 @@ class Writer:
                 result = await fn()
             except RateLimited as exc:
                 limited += 1
-                waited = pacer.block_for(exc.retry_after)
+                waited = await pacer.block_for(exc.retry_after)
                 log.warning("GitHub asked to slow down", extra={"installation_id": installation_id, "call": what,
                                                                 "status": exc.status, "wait_s": waited})
                 if limited > self._rate_limit_retries:

@@ -80,11 +80,13 @@ class GateJob:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pending:
-    """A gating job (``job`` set) or a backend with no result yet (``job`` None), and for how long."""
+    """A gating job (``job`` set) or a backend with no result yet (``job`` None), since when and for how long
+    (``since``: the job's start, or the commit's first result for a backend without one)."""
 
     repo: str
     job: GateJob | None
     age: timedelta | None
+    since: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,14 +146,14 @@ def decide(jobs: Iterable[GateJob], *, allowlist: Allowlist | None, config: Gate
         if job.verdict is Verdict.FAILURE:
             failed.append(job)
         elif job.pending:
-            waiting.append(Pending(job.repo, job, age_since(job.pending_since)))
+            waiting.append(Pending(job.repo, job, age_since(job.pending_since), job.pending_since))
         elif job.verdict in INFRASTRUCTURE:
             infrastructure.append(job)
         elif job.verdict is Verdict.SUCCESS:
             passed += 1
         else:
             other.append(job)
-    waiting += [Pending(repo, None, age_since(commit_first_seen)) for repo in missing]
+    waiting += [Pending(repo, None, age_since(commit_first_seen), commit_first_seen) for repo in missing]
     pending = [item for item in waiting if not overdue(item.age)]
     expired = [item for item in waiting if overdue(item.age)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable
+from datetime import UTC
 
 from policy.gate import LEVELS_FROM_ALLOWLIST, LEVELS_FROM_RELAY, GateDecision, GateJob, Pending
 from renderers.md_escape import md_link, md_text, path_segment
@@ -230,12 +231,27 @@ def _gate_job(job: GateJob) -> str:
 
 
 def _pending(item: Pending) -> str:
-    age = format_duration(item.age.total_seconds()) if item.age is not None else ""
+    clock, coarse = _since(item)
     if item.job is None:
-        since = f" ({age} after the commit's first result)" if age else ""
-        return f"**{md_text(item.repo)}**: no result for this commit yet{since}"
+        since = f" (the commit's first result came at {clock}" + (f", over {coarse} ago)" if coarse else ")")
+        return f"**{md_text(item.repo)}**: no result for this commit yet" + (since if clock else "")
     state = "running" if item.job.verdict is Verdict.RUNNING else "silent"
-    return f"{_gate_job(item.job)}: {state}" + (f" for {age}" if age else "")
+    return f"{_gate_job(item.job)}: {state}" + (f" since {clock}" if clock else "") + (f" (over {coarse})"
+                                                                                      if coarse else "")
+
+
+def _since(item: Pending) -> tuple[str, str]:
+    """(when the item started, a coarse age): "14:02 UTC" and "" in its first hour, "3h" in whole hours
+    after that, and from a day on "2026-12-04 14:02 UTC" and "2d". The check run is re-sent only when its text
+    changes, and it is re-rendered for any change of the PR: a precise age ("running for 19s") would rewrite
+    it on every render; this text changes at most once an hour, and only if something else re-renders it."""
+    if item.since is None:
+        return "", ""
+    since = (item.since if item.since.tzinfo else item.since.replace(tzinfo=UTC)).astimezone(UTC)
+    hours = int(item.age.total_seconds() // 3600) if item.age is not None else 0
+    if hours >= 24:
+        return f"{since:%Y-%m-%d %H:%M} UTC", f"{hours // 24}d"
+    return f"{since:%H:%M} UTC", f"{hours}h" if hours else ""
 
 
 def _label_hints(view: PrView) -> list[str]:

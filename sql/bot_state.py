@@ -2,10 +2,12 @@
 
 Per PR: a write lease with a fencing token, the ids (and body hashes) of its sticky comment and check run,
 "changed" marks the writers claim, and small set-once records ("notified backend X on head H"). Beside
-them: webhook delivery ids for de-duplication. The embedded single process keeps all of it in memory
-(``bot.memory_state.MemoryBotState``); any number of ``serve`` instances share a DynamoDB table
-(``ingest.stores.dynamo_bot_state.DynamoBotState``). The types live here, at the bottom, because the
-replicator (which announces) and both implementations use them without importing ``bot/``.
+them: webhook delivery ids for de-duplication, and per installation the pace of content-creating GitHub
+calls (the next free turn, and GitHub's "slow down" block), so N instances together keep one pace. The
+embedded single process keeps all of it in memory (``bot.memory_state.MemoryBotState``); any number of
+``serve`` instances share a DynamoDB table (``ingest.stores.dynamo_bot_state.DynamoBotState``). The types
+live here, at the bottom, because the replicator (which announces) and both implementations use them
+without importing ``bot/``.
 
 Every method blocks (DynamoDB calls through boto3): async callers use ``asyncio.to_thread``.
 """
@@ -22,6 +24,7 @@ DELIVERY_TTL_SECONDS = 24 * 3600.0  # GitHub redelivers for days, but by hand; a
 ONCE_TTL_SECONDS = 90 * 24 * 3600.0  # set-once records outlive any PR's active life
 MARK_TTL_SECONDS = 24 * 3600.0  # a mark nobody claimed for a day (no writer running) is dropped
 PR_TTL_SECONDS = 90 * 24 * 3600.0  # a PR's ids, counted from its last write
+PACE_TTL_SECONDS = 24 * 3600.0  # an installation's pacing item, counted from its last turn or block
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,6 +108,15 @@ class Busy:
     expires_in: float
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteTurn:
+    """An installation's turn for one content-creating GitHub call: at ``at`` (wall clock, epoch seconds).
+    ``blocked_until``: the end of GitHub's last "slow down" known to the state (turns never precede it)."""
+
+    at: float
+    blocked_until: float = 0.0
+
+
 class LeaseLost(Exception):
     """The lease was taken over (its token is no longer the PR's): stop writing this PR."""
 
@@ -166,4 +178,15 @@ class BotState(Protocol):
 
     def first_delivery(self, delivery_id: str, *, ttl_seconds: float = DELIVERY_TTL_SECONDS) -> bool:
         """True the first time a webhook delivery id is seen within ``ttl_seconds`` (and remembers it)."""
+        ...
+
+    # --- pacing of content-creating GitHub calls, per installation, across instances ---------------
+    def reserve_write(self, installation: int, interval: float) -> WriteTurn:
+        """The installation's next turn: now when no turn was given in the last ``interval`` s and no block is
+        on, else ``interval`` after the last turn given (to any instance) or at the block's end."""
+        ...
+
+    def block_writes(self, installation: int, until: float) -> None:
+        """GitHub said "slow down" until ``until`` (wall clock): no turn is given before then, to any instance
+        (turns given earlier stand). A shorter block than one in force changes nothing."""
         ...

@@ -301,6 +301,7 @@ class GitHubStandIn:
         self.fake = GitHubFake("http://127.0.0.1")
         self.write_latency = write_latency
         self.done: list[tuple[float, Recorded]] = []
+        self.arrived: list[float] = []
         self._lock = threading.Lock()
         self._server: contextlib.AbstractContextManager[str] | None = None
         self.url = ""
@@ -333,6 +334,8 @@ class GitHubStandIn:
             outgoing = httpx.Request(request.method, self.fake.base_url + path, headers=request.headers.raw,
                                      content=body)
             if _kind(request.method, request.url.path) in WRITE_KINDS:
+                with self._lock:
+                    self.arrived.append(time.monotonic())
                 await asyncio.sleep(self.write_latency)
             with self._lock:
                 answer = self.fake._handle(outgoing)

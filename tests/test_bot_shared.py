@@ -1,13 +1,15 @@
 """Several writers on one shared state (``MemoryBotState`` views, the respx GitHub fake): the lease keeps
 one writer per PR, fencing stops a stalled one, a newer mark is rendered too, the render waits for the
 announced row, a restart needs no paging, a dead holder's PR converges after its lease, and the guard's
-arithmetic under clock skew. Real time with short leases (a second at most per test)."""
+arithmetic under clock skew; the pace of content-creating calls and GitHub's "slow down" shared by
+instances (memory and DynamoDB). Real time with short leases (a second at most per test), or virtual time."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -20,8 +22,8 @@ from bot.writer import Writer
 from sql.bot_state import Lease, LeaseLost, Watermark
 from sql.records import PrRef
 from tests.github_fake import APP_ID, APP_SLUG, FAKE_API, INSTALLATION_ID, GitHubFake
-from tests.test_bot_state import SkewedClock
-from tests.test_bot_writer import Board, rendered
+from tests.test_bot_state import SkewedClock, state_table  # noqa: F401 (a fixture)
+from tests.test_bot_writer import Board, make_writer, rendered
 
 REPO = "pytorch/pytorch"
 PR = PrRef(REPO, 1)
@@ -265,3 +267,37 @@ async def test_the_write_guard_keeps_the_last_write_clear_of_a_skewed_takeover()
 def test_a_lease_shorter_than_a_write_is_refused() -> None:
     with pytest.raises(ValueError, match="must outlast"):
         LeaseConfig(seconds=10.0, write_bound=12.0)
+
+
+@pytest.mark.parametrize("store", ["memory", "dynamodb"])
+async def test_a_slow_down_answered_to_one_instance_holds_back_the_others(
+        store: str, request: pytest.FixtureRequest, github_fake: GitHubFake, app_private_key: str) -> None:
+    """GitHub answers instance a's write with 403 retry-after 30: instance b, which has had no such answer,
+    sends its next content-creating call no earlier than 30 s later, and keeps the pace after it."""
+    clock = FakeClock()
+    if store == "memory":
+        shared = MemoryBotState(clock)
+        states: list[Any] = [shared.view(clock), shared.view(clock)]
+    else:
+        from ingest.stores.dynamo_bot_state import DynamoBotState
+
+        client, table = request.getfixturevalue("dynamodb_client"), request.getfixturevalue("state_table")
+        states = [DynamoBotState(client, table, clock=clock) for _ in range(2)]
+    board = Board()
+    for number in (1, 2):
+        board.state[(REPO, number)] = rendered(f"pr {number}", number=number)
+    a, b = (make_writer(app_private_key, board, clock=clock, pace=1.0, pace_state=state, rate_limit_retries=0)
+            for state in states)
+    github_fake.fail("POST", r"/issues/1/comments$", 403, headers={"retry-after": "30"},
+                     body={"message": "You have exceeded a secondary rate limit"})
+    sent: list[tuple[str, float]] = []
+    github_fake.on_request = lambda call: sent.append((call.kind, clock.wall()))
+    start = clock.wall()
+    a.mark_dirty(PR)
+    await a.idle()
+    assert a.failed_prs() == [PR], "a gave up on its PR for now (the sweep retries it)"
+    b.mark_dirty(PrRef(REPO, 2))
+    await b.idle()
+    writes = [at - start for kind, at in sent if kind in ("comment.create", "check.create")]
+    assert writes[0] < 1.0 and writes[1] >= 30.0 and writes[2] >= 31.0, sent
+    assert [c["body"] for c in github_fake.bot_comments(REPO, 2)] == [rendered("pr 2", number=2).comment]

@@ -218,6 +218,59 @@ def test_delivery_ids_are_first_once_until_they_expire(instance: Instances, time
     assert a.first_delivery("d-1")
 
 
+def test_write_turns_are_an_interval_apart_across_instances(instance: Instances, time_base: FakeClock) -> None:
+    a, b, c = instance(), instance(), instance()
+    now = time_base.wall()
+    turns = [state.reserve_write(7, 1.0).at - now for state in (a, b, c, a, b, c)]
+    assert turns == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "one queue for the installation, whoever asks"
+    assert b.reserve_write(8, 1.0).at == now, "installations are paced apart"
+    time_base.advance(10.0)
+    assert c.reserve_write(7, 1.0).at == time_base.wall(), "an idle installation gives a turn at once"
+    assert a.reserve_write(7, 1.0).at == time_base.wall() + 1.0
+
+
+def test_a_slow_down_holds_back_every_instance_until_the_named_time(instance: Instances,
+                                                                      time_base: FakeClock) -> None:
+    a, b = instance(), instance()
+    now = time_base.wall()
+    assert a.reserve_write(7, 1.0).at == now
+    a.block_writes(7, now + 30.0)  # GitHub answered a's call: 403, retry-after 30
+    turn = b.reserve_write(7, 1.0)
+    assert (turn.at, turn.blocked_until) == (now + 30.0, now + 30.0), "b's next turn waits for the block"
+    assert a.reserve_write(7, 1.0).at == now + 31.0
+    b.block_writes(7, now + 10.0)  # a shorter block than the one in force changes nothing
+    assert b.reserve_write(7, 1.0).at == now + 32.0
+    assert a.reserve_write(8, 1.0).at == now, "other installations are not blocked"
+    time_base.advance(40.0)
+    assert b.reserve_write(7, 1.0).at == time_base.wall()
+
+
+def test_a_write_turn_costs_one_request_but_when_the_queue_turns_busy_or_idle(
+        dynamodb_client: Any, state_table: str, time_base: FakeClock) -> None:
+    from ingest.stores.dynamo_bot_state import DynamoBotState
+
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(dynamodb_client, name)
+
+    a, b, c = (DynamoBotState(Counting(), state_table, clock=SkewedClock(time_base)) for _ in range(3))
+    now = time_base.wall()
+    assert [s.reserve_write(9, 1.0).at - now for s in (a, b, c) * 4] == [float(i) for i in range(12)]
+    assert calls == ["update_item"] * 14, "one each, and one more for b's and c's first (wrong) guess of idle"
+    time_base.advance(20.0)
+    calls.clear()
+    assert [s.reserve_write(9, 1.0).at - time_base.wall() for s in (a, b)] == [0.0, 1.0]
+    assert len(calls) == 3, "after a quiet spell: a guessed idle (right), b guessed idle too (wrong: a's turn)"
+    calls.clear()
+    for _ in range(3):  # a turn every 2 s from one instance: idle each time, one request each
+        time_base.advance(2.0)
+        assert a.reserve_write(9, 1.0).at == time_base.wall()
+    assert len(calls) == 3
+
+
 def test_the_state_table_expires_items_and_has_no_stream(dynamodb_client: Any, state_table: str) -> None:
     from ingest.dynamo_schema import create_state_table
 

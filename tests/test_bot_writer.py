@@ -47,7 +47,7 @@ class Board:
 
 
 def make_writer(key: str, board: Board, *, clock: Any = None, debounce: float = 0.0, pace: float = 0.0,
-                slug: str | None = APP_SLUG, base_url: str = FAKE_API) -> Writer:
+                slug: str | None = APP_SLUG, base_url: str = FAKE_API, **options: Any) -> Writer:
     clock = clock or FakeClock()
     api = GitHubApi(APP_ID, key, base_url=base_url, clock=clock)
 
@@ -55,7 +55,7 @@ def make_writer(key: str, board: Board, *, clock: Any = None, debounce: float = 
         return INSTALLATION_ID
 
     return Writer(render=board.render, github=api, installation_for=installation, app_slug=slug,
-                  debounce=debounce, pace=pace, clock=clock)
+                  debounce=debounce, pace=pace, clock=clock, **options)
 
 
 async def settle(writer: Writer, *prs: int, repo: str = REPO) -> None:

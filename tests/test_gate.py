@@ -151,8 +151,9 @@ def test_the_check_run_says_why_with_ages_and_loud_lines() -> None:
     assert check.title.startswith("⏳ waiting for 2 gating backends")
     summary = check.summary
     assert "**Merge gate** (L4 backends of the upstream allowlist: 2): 1 gating job passed." in summary
-    assert "**acme/gate** · ci / dist: running for 2h 10m, blocks merging until it reports" in summary
-    assert "**acme/second**: no result for this commit yet" in summary
+    assert "**acme/gate** · ci / dist: running since 11:50 UTC (over 2h), blocks merging until it reports" in summary
+    assert ("**acme/second**: no result for this commit yet (the commit's first result came at 10:00 UTC, over 3h "
+            "ago)") in summary
     assert "**acme/gate** · ci / test: timed out, infrastructure, not blocking" in summary
     assert "other/relay-l4" not in summary.split("| |")[0], "not allowlisted at L4: not in the gate"
     assert "❌" not in summary.split("| |")[0], "no blocking failure"
@@ -160,12 +161,36 @@ def test_the_check_run_says_why_with_ages_and_loud_lines() -> None:
                           upstream_repo="pytorch/pytorch", pr_number=4242, policy=policy)
     late = render_check_run(later)
     assert (late.status, late.conclusion) == ("completed", "neutral")
-    assert "**no longer blocking**: **acme/gate** · ci / dist: silent for 2d 2h" in late.summary
+    assert ("**no longer blocking**: **acme/gate** · ci / dist: silent since 2026-11-20 11:50 UTC (over 2d)"
+            in late.summary)
     assert "(1d 0h, `OOT_HUD_GATE_MAX_PENDING_HOURS`)" in late.summary
     unreadable = build_pr_view(rows, now=NOW, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch",
                                pr_number=4242, policy=PrPolicy(gate=GateConfig(allowlist_configured=True)))
     assert "the allowlist could not be read" in render_check_run(unreadable).summary
     assert gate_decision(unreadable).failed[0].repo == "other/relay-l4"
+
+
+def test_re_rendering_a_running_gate_job_rewrites_nothing_until_its_age_steps() -> None:
+    """The check run is re-sent only when its text changes: the gate's ages must not change it on every
+    render (any result of the PR re-renders it), only at coarse steps (whole hours, then whole days)."""
+    rows = [row("acme/gate", job="build"), row("acme/second", job="build"),
+            row("acme/gate", job="dist", status="in_progress", received=NOW)]
+    policy = PrPolicy(allowlist=ALLOWLIST)
+
+    def check(at: datetime) -> tuple[str, str]:
+        view = build_pr_view(rows, now=at, silence_hours=6, public_url=PUBLIC, upstream_repo="pytorch/pytorch",
+                             pr_number=4242, policy=policy)
+        rendered = render_check_run(view)
+        return rendered.title, rendered.summary
+
+    started = NOW - timedelta(minutes=10)  # the job's start (received 10 min after it, as ``row`` makes it)
+    first = check(NOW)
+    assert "ci / dist: running since 13:50 UTC, blocks merging" in first[1] and first[0].startswith("⏳ waiting")
+    assert all(check(NOW + timedelta(seconds=s)) == first for s in (1, 19, 61, 600, 2999)), "the first hour"
+    hour = check(started + timedelta(hours=1))
+    assert hour != first and "running since 13:50 UTC (over 1h)" in hour[1]
+    assert check(started + timedelta(hours=1, minutes=59)) == hour
+    assert "running since 13:50 UTC (over 2h)" in check(started + timedelta(hours=2))[1]
 
 
 async def test_the_bot_renders_again_when_a_pending_backend_passes_the_max_age(

@@ -8,6 +8,7 @@ Items (hash key ``pk``, range key ``sk``; ``expires_at`` is the table's TTL attr
 | ``pr#<repo>#<number>`` | ``pr`` | the lease (``lease_owner``, ``lease_token``, ``lease_expires``) and the memo |
 | ``pr#<repo>#<number>`` | ``once#<name>`` | a set-once record (``value``) |
 | ``delivery#<id>`` | ``-`` | a webhook delivery seen |
+| ``pace#<installation>`` | ``-`` | the next free write turn (``next_at``), GitHub's block (``blocked_until``) |
 
 DynamoDB has no clock of its own in conditions and its TTL deletes days late (moto: never), so every
 expiry is compared with this instance's wall clock inside the conditional write or after the read. A
@@ -28,6 +29,7 @@ from sql.bot_state import (
     DELIVERY_TTL_SECONDS,
     MARK_TTL_SECONDS,
     ONCE_TTL_SECONDS,
+    PACE_TTL_SECONDS,
     PR_TTL_SECONDS,
     Announcement,
     Busy,
@@ -36,12 +38,14 @@ from sql.bot_state import (
     Mark,
     PrMemo,
     Watermark,
+    WriteTurn,
 )
 from sql.records import PrRef
 
 MARKS_PK = "marks"
 PR_SK = "pr"
 _CONDITIONAL_FAILED = "ConditionalCheckFailedException"
+_RESERVE_ATTEMPTS = 4  # each failed condition returns the item, so the next attempt takes the right branch
 # The memo's attributes (``PrMemo`` field -> DynamoDB attribute and type).
 _MEMO = {"comment_id": "N", "comment_hash": "S", "source_hash": "S", "check_sha": "S", "check_run_id": "N",
          "check_hash": "S"}
@@ -90,6 +94,7 @@ class DynamoBotState:
         self._client = client
         self.table_name = table_name
         self._clock = clock or SystemClock()
+        self._next_at: dict[int, float] = {}  # per installation: the next free turn at the last look
 
     @classmethod
     def from_environment(cls, table_name: str) -> DynamoBotState:
@@ -284,3 +289,50 @@ class DynamoBotState:
                           ConditionExpression="attribute_not_exists(pk) OR #exp <= :now",
                           ExpressionAttributeNames={"#exp": "expires_at"},
                           ExpressionAttributeValues={":now": _n(now)}) is not None
+
+    # --- pacing ------------------------------------------------------------------------------------
+    def reserve_write(self, installation: int, interval: float) -> WriteTurn:
+        """One conditional ``UpdateItem``, on the branch the last answer suggests (the next free turn it showed):
+        *queued* (the next free turn is in the future: take it and move it on by ``interval``) or *idle* (it is
+        past: take now). A wrong
+        guess fails its condition and returns the item, and the other branch is tried: one request more, when
+        the installation just turned busy or idle. Queued takers never conflict: DynamoDB applies each
+        ``next_at + interval`` in turn, so every instance gets a distinct turn."""
+        key = {"pk": _s(f"pace#{installation}"), "sk": _s("-")}
+        names = {"#next": "next_at", "#exp": "expires_at"}
+        for _ in range(_RESERVE_ATTEMPTS):
+            now = self._clock.wall()
+            values: dict[str, Any] = {":now": _n(now), ":exp": _n(now + PACE_TTL_SECONDS)}
+            if self._next_at.get(installation, 0.0) > now:
+                values[":interval"] = _n(interval)
+                response, stored = self._call_item(
+                    "update_item", Key=key, UpdateExpression="SET #next = #next + :interval, #exp = :exp",
+                    ConditionExpression="#next > :now", ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values, ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                if response is not None:
+                    old = response.get("Attributes", {})
+                    self._next_at[installation] = _num(old, "next_at") + interval
+                    return WriteTurn(_num(old, "next_at"), _num(old, "blocked_until"))
+            else:
+                values[":next"] = _n(now + interval)
+                response, stored = self._call_item(
+                    "update_item", Key=key, UpdateExpression="SET #next = :next, #exp = :exp",
+                    ConditionExpression="attribute_not_exists(#next) OR #next <= :now",
+                    ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                if response is not None:
+                    self._next_at[installation] = now + interval
+                    return WriteTurn(now, _num(response.get("Attributes", {}), "blocked_until"))
+            self._next_at[installation] = _num(stored, "next_at")
+        raise StoreError("DynamoDB: no write turn after several attempts (the pacing item kept changing)")
+
+    def block_writes(self, installation: int, until: float) -> None:
+        """One conditional ``UpdateItem``: the block's end becomes the next free turn, unless turns are queued
+        past it already (then nothing changes: they all come after it anyway)."""
+        self._call("update_item", Key={"pk": _s(f"pace#{installation}"), "sk": _s("-")},
+                   UpdateExpression="SET #next = :until, #blocked = :until, #exp = :exp",
+                   ConditionExpression="attribute_not_exists(#next) OR #next < :until",
+                   ExpressionAttributeNames={"#next": "next_at", "#blocked": "blocked_until", "#exp": "expires_at"},
+                   ExpressionAttributeValues={":until": _n(until), ":exp": _n(until + PACE_TTL_SECONDS)})
+        self._next_at[installation] = max(self._next_at.get(installation, 0.0), until)
