@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -166,8 +166,19 @@ def descriptor_kinds(pid: int, data_dir: Path) -> str:
                 else "anon" if target.startswith("anon_inode:") else "data" if target.startswith(str(data_dir))
                 else "file")
         kinds[kind] += 1
-    threads = len(os.listdir(f"/proc/{pid}/task"))  # the engine keeps per-thread /proc files open
-    return " ".join(f"{kind}={count}" for kind, count in sorted(kinds.items())) + f" threads={threads}"
+    return " ".join(f"{kind}={count}" for kind, count in sorted(kinds.items())) + " threads: " + thread_names(pid)
+
+
+def thread_names(pid: int) -> str:
+    """The process's threads by name (``/proc/<pid>/task/<tid>/comm``), most first: the engine keeps per-thread
+    /proc files open, so descriptors follow its threads, and a pool's name says which one grew."""
+    names: Counter[str] = Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names[Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()] += 1
+        except OSError:
+            continue  # the thread ended meanwhile
+    return f"{names.total()} (" + " ".join(f"{name}={count}" for name, count in names.most_common()) + ")"
 
 
 async def paced(rate: float, until: float, action: Any) -> None:
