@@ -23,7 +23,11 @@ INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1
 # ran a query holds three /proc files open (its CPU and I/O counters) for as long as it lives: a burst of
 # reads (a publish renders every page) left the server with threads and descriptors it never gave back.
 # Idle threads above this many exit (docs/soak.md).
-ENGINE_OPTIONS: dict[str, Any] = {"max_thread_pool_free_size": 16}
+# The pool that loads a part's marks asynchronously (50 threads by default) keeps every thread it ever
+# started: the first read of a Wide part (one marks file per column, ~40) grew the server by ~35 threads and
+# ~100 descriptors for good, minutes into a soak. Marks are read once per part and then cached: a few threads
+# are plenty (docs/soak.md).
+ENGINE_OPTIONS: dict[str, Any] = {"max_thread_pool_free_size": 16, "load_marks_threadpool_pool_size": 4}
 
 
 class WarehouseError(RuntimeError):
