@@ -11,7 +11,7 @@ minutes. The GitHub stand-in is the tests' GitHub fake (``tests/github_fake.py``
 ``--github-latency`` per call. The light traffic (webhooks, pages, API: 4 a second) comes from httpx in this
 process; the results from wrk, so the client is not what saturates.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--rate 100] [--prs 50]
+    .venv/bin/python bench/soak.py [--minutes 10] [--rate 100] [--prs 50] [--jobs 300]
 """
 
 from __future__ import annotations
@@ -129,10 +129,13 @@ def relay_templates() -> str:
 WRK_CONNECTIONS = 20
 
 
-async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: int, minute: int) -> dict[str, Any]:
-    """One minute of results at ``rate`` a second from wrk; its WRK_RESULT line."""
+async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: int, minute: int,
+                     jobs: int = 0) -> dict[str, Any]:
+    """One minute of results at ``rate`` a second from wrk; its WRK_RESULT line. ``jobs`` > 0: every minute
+    posts the same jobs again (``jobs`` per connection), so the stored data stops growing."""
     env = {**os.environ, "BODY_FILE": str(body_file), "RELAY_TOKEN": server.token, "RATE": f"{rate:.3f}",
-           "PRS": str(prs), "RUN_ID": f"m{minute}", "CONNECTIONS": str(WRK_CONNECTIONS)}
+           "PRS": str(prs), "RUN_ID": "fixed" if jobs else f"m{minute}", "CONNECTIONS": str(WRK_CONNECTIONS),
+           "JOBS": str(jobs)}
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "-d60s", "--timeout", "30s", "-s",
         str(REPO_ROOT / "bench" / "wrk" / "soak-results.lua"), server.base_url, env=env,
@@ -268,7 +271,7 @@ async def run(args: argparse.Namespace) -> int:
                       flush=True)
                 pace = args.rate
                 for minute in range(1, args.minutes + 1):
-                    result = await wrk_minute(server, body_file, pace, args.prs, minute)
+                    result = await wrk_minute(server, body_file, pace, args.prs, minute, args.jobs)
                     done, stats[-1] = stats[-1], Stats()
                     rss, fds = server_usage(server.pid)
                     rate = result["requests"] / (result["duration_us"] / 1e6)
@@ -297,6 +300,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=100.0, help="relay results a second")
     parser.add_argument("--prs", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="0: every job new (the data grows); N: each of wrk's connections cycles over N jobs, so "
+                             "the data stops growing after N x connections jobs (a fixed data set)")
     parser.add_argument("--publish-every", type=float, default=5.0, help="minutes between two publishes")
     parser.add_argument("--github-latency", type=float, default=0.15, help="seconds per GitHub call")
     return asyncio.run(run(parser.parse_args()))

@@ -9,6 +9,9 @@
 --   RATE         requests a second over all connections (each connection waits CONNECTIONS/RATE between two)
 --   CONNECTIONS  wrk's -c (a wrk script cannot read it)
 --   PRS          PR numbers cycle over this many
+--   JOBS         0 (default): every job is new; N: each connection cycles over N jobs, so the stored data
+--                stops growing once each was posted (a completed callback posted again is a new version of
+--                its record; an in_progress one after it is stale and changes nothing)
 --
 -- A connection posts a job's in_progress and then its completed, so every pair lands in order.
 
@@ -18,6 +21,7 @@ local run = os.getenv("RUN_ID") or tostring(os.time())
 local rate = tonumber(os.getenv("RATE") or "100")
 local connections = tonumber(os.getenv("CONNECTIONS") or "1")
 local prs = tonumber(os.getenv("PRS") or "50")
+local jobs = tonumber(os.getenv("JOBS") or "0")
 local next_tid = 0
 local threads = {}
 
@@ -51,6 +55,7 @@ end
 
 function request()
   local job = math.floor(n / 2)
+  if jobs > 0 then job = job % jobs end
   local second = n % 2 == 1
   n = n + 1
   local id = run .. "-" .. tostring(tid) .. "-" .. tostring(job)
