@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sql.bot_state import Watermark
-from sql.records import parse_time
+from sql.records import PrRef, parse_time
 from sql.warehouse import Warehouse
 
 PR_HEADS_TABLE = "oot_pr_heads"
@@ -94,6 +94,16 @@ class PrState:
             " WHERE upstream_repo = {repo:String} AND head_sha = {sha:String} AND pr_number > 0",
             {"repo": upstream_repo, "sha": head_sha})
         return sorted({int(row["pr_number"]) for row in rows if int(row["pr_number"]) > 0})
+
+    def open_prs_with_results(self, days: int) -> list[PrRef]:
+        """PRs with a result received in the last ``days`` days that no webhook has reported closed."""
+        rows = self._warehouse.query(
+            "SELECT DISTINCT upstream_repo, pr_number FROM oot_job_results"
+            " WHERE pr_number > 0 AND received_at >= now64(3) - toIntervalDay({days:UInt32})"
+            " AND (upstream_repo, pr_number) NOT IN (SELECT upstream_repo, pr_number FROM oot_pr_heads"
+            " GROUP BY upstream_repo, pr_number HAVING argMax(state, updated_at) = 'closed')"
+            " ORDER BY upstream_repo, pr_number", {"days": days})
+        return [PrRef(str(row["upstream_repo"]), int(row["pr_number"])) for row in rows]
 
     def shows(self, upstream_repo: str, pr_number: int, watermark: Watermark) -> bool:
         """Whether the warehouse has the announced row (its key at that version or newer) for this PR."""

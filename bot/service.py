@@ -30,6 +30,10 @@ from sql.warehouse import Warehouse
 
 log = get_logger("oot_hud.bot")
 
+# An allowlist change renders again the open PRs with a result this recent; an older PR is rendered at its
+# next result or push, as any PR is.
+ALLOWLIST_RERENDER_DAYS = 14
+
 
 class Bot:
     """The App: webhook receiver + handlers, the per-PR writer and the periodic sweep.
@@ -113,6 +117,20 @@ class Bot:
     def _recheck(self, repo: str, number: int) -> None:
         self._rechecks.pop((repo, number), None)
         self.writer.mark_dirty(PrRef(repo, number))
+
+    def allowlist_changed(self) -> None:
+        """The allowlist in use changed (on the event loop): render every open PR with recent results again,
+        since the levels decide which backends gate it. A PR whose text does not change costs a render and no
+        GitHub call; with several instances each one hears of the change and the leases keep one writer."""
+        if not self.dry_run:
+            self.spawn(self.rerender_open_prs())
+
+    async def rerender_open_prs(self) -> int:
+        prs = await asyncio.to_thread(self.state.open_prs_with_results, ALLOWLIST_RERENDER_DAYS)
+        for pr in prs:
+            self.writer.mark_dirty(pr)
+        log.info("allowlist changed: open PRs marked for a render", extra={"prs": len(prs)})
+        return len(prs)
 
     async def _notify_oncalls(self, installation: int, pr: PrRef, rendered: Rendered) -> None:
         if rendered.render_notice is not None:

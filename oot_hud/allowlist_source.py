@@ -119,6 +119,7 @@ class AllowlistSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[bool]] = set()
+        self._listeners: list[Callable[[], None]] = []
         self.refreshes = 0  # attempts, for tests and logs
 
     @property
@@ -150,6 +151,11 @@ class AllowlistSource:
         while True:
             await asyncio.sleep(self._refresh_seconds)
             await self.refresh("periodic")
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the event loop) whenever a copy different from the one in use is installed,
+        after it is: the levels it assigns decide which backends gate open PRs."""
+        self._listeners.append(listener)
 
     # --- push (bot.context.AllowlistWatch) ---------------------------------------------------------
     def watched_path(self, repo: str, branch: str, default_branch: str) -> str | None:
@@ -185,10 +191,13 @@ class AllowlistSource:
                 text = await self._read()
                 if text is not None and text != self._text:  # None: not modified since the last read
                     allowlist = parse_allowlist(text)
+                    replaced = self._text is not None  # a copy was in use (read before, or the disk cache)
                     self._install(allowlist, text)
                     self._save_cache(text)
                     log.info("allowlist loaded", extra={"location": self.location.display, "reason": reason,
                                                         "backends": len(allowlist)})
+                    if replaced:
+                        self._changed()
                 self._loaded_at, self._from_cache = self._clock(), False
                 self._error = self._error_at = None
                 return True
@@ -225,6 +234,13 @@ class AllowlistSource:
                 text = body.decode("utf-8")
                 self._etag = response.headers.get("etag")
                 return text
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener's failure must not make a good copy look unreadable
+                log.exception("allowlist change listener failed")
 
     def _install(self, allowlist: Allowlist, text: str) -> None:
         self._current, self._text = allowlist, text  # one reference swap each: readers never see a mix

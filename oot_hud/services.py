@@ -176,6 +176,8 @@ async def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, warehouse=warehouse, store=store, relay_tokens=tokens,
                         allowlist=allowlist)
     services.bot = build_bot(settings, warehouse, services.allowlist, services.pr_policy)
+    if services.allowlist is not None and services.bot is not None:
+        services.allowlist.on_change(services.bot.allowlist_changed)
     services.listeners.append(services.bot.on_results)
     services.trunk_warmer = TrunkWarmer(warehouse)
     services.listeners.append(services.trunk_warmer)

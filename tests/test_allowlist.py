@@ -22,7 +22,7 @@ from oot_hud.services import build_allowlist
 from oot_hud.settings import Settings
 from policy.allowlist import Allowlist, AllowlistEntry, AllowlistError, parse_allowlist
 from sql.warehouse import Warehouse
-from tests.conftest import github_payload
+from tests.conftest import github_payload, relay_payload
 from tests.github_fake import APP_ID, APP_SLUG, FAKE_API, GitHubFake, signed_headers
 from tests.servers import serve
 
@@ -380,12 +380,14 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 async def test_the_service_reads_it_through_the_app_and_a_push_refreshes_it(
         engine_dir: Path, github_fake: GitHubFake, app_private_key: str) -> None:
     """The composition root: OOT_HUD_ALLOWLIST=github:… read at start through the App, exposed on the
-    services, refreshed by a push delivered to the service's own webhook route, cached on disk."""
+    services, refreshed by a push delivered to the service's own webhook route, cached on disk; the change
+    renders the open PR again."""
     database = f"t_{uuid.uuid4().hex[:12]}"
     github_fake.files[("pytorch/pytorch", ".github/allowlist.yml")] = V1
     settings = Settings(data_dir=engine_dir, clickhouse_database=database, relay_tokens="relay-token",
                         github_app_id=str(APP_ID), github_private_key=app_private_key, github_webhook_secret=SECRET,
-                        github_api_url=FAKE_API, github_app_slug=APP_SLUG, allowlist="github:pytorch/pytorch")
+                        github_api_url=FAKE_API, github_app_slug=APP_SLUG, allowlist="github:pytorch/pytorch",
+                        bot_debounce_seconds=0)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         services = app.state.services
@@ -394,12 +396,21 @@ async def test_the_service_reads_it_through_the_app_and_a_push_refreshes_it(
             github_fake.files[("pytorch/pytorch", ".github/allowlist.yml")] = V2
             body = json.dumps(github_payload("push.allowlist")).encode()
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hud.test") as http:
+                posted = await http.post("/api/oot/results", json=relay_payload("01_pr_in_progress"),
+                                         headers={"X-OOT-Relay-Token": "relay-token"})
+                assert posted.status_code == 200
+                await services.settled()
+                await services.bot.drain()
+                slot = services.bot.writer.slot("pytorch/pytorch", 170001)
+                renders = slot.cycles
                 hook = await http.post(WEBHOOK_PATH, content=body, headers=signed_headers(
                     body, SECRET, event="push", delivery=str(uuid.uuid4())))
             assert hook.status_code == 202
             await services.bot.drain()
             await services.allowlist.idle()
             assert services.allowlist.current.gates("gate/keeper")
+            await services.bot.drain()
+            assert slot.cycles == renders + 1, "the changed allowlist rendered the open PR again"
             assert (engine_dir / "allowlist" / f"{database}.yml").read_text() == V2
         finally:
             await services.settled()

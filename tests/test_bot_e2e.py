@@ -270,3 +270,59 @@ async def test_an_l3_label_updates_the_comment_and_the_page_shows_the_same(
     finally:
         await bot.stop()
         await source.stop()
+
+
+async def test_an_allowlist_change_renders_the_open_prs_again(
+        warehouse: Warehouse, github_fake: GitHubFake, app_private_key: str, tmp_path: Path) -> None:
+    """The allowlist decides which backends gate (README, blocking rules): when the copy in use changes, every
+    open PR with recent results is rendered again at once, not at its next result. Closed PRs are left alone."""
+    from datetime import timedelta
+
+    from bot.pr_state import PrHead
+    from bot.render import warehouse_renderer
+    from oot_hud.allowlist_source import AllowlistSource, parse_location
+    from tests.github_fake import INSTALLATION_ID
+    from tests.test_pr_page import build_app
+
+    allowlist_file = tmp_path / "allowlist.yml"
+    allowlist_file.write_text("L4:\n  - acme/torch-acme\n")
+    source = AllowlistSource(parse_location(str(allowlist_file)), refresh_seconds=3600)
+    await source.start()
+    services = build_app(warehouse, tmp_path).state.services
+    services.allowlist = source
+    bot = Bot(warehouse=warehouse, app_id=APP_ID, private_key=app_private_key, webhook_secret=SECRET,
+              api_url=FAKE_API, app_slug=APP_SLUG, debounce=0.0, pace=0.0, public_url=PUBLIC,
+              policy=services.pr_policy,
+              render=warehouse_renderer(warehouse, silence_hours=6.0, public_url=PUBLIC, policy=services.pr_policy))
+    source.on_change(bot.allowlist_changed)
+    await bot.start()
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    closed = PR + 1
+    try:
+        await results(bot, warehouse, record(pr=PR, sha=SHA1, conclusion="failure", received=recent),
+                      record(pr=closed, sha=SHA2, conclusion="failure", received=recent))
+        bot.state.record_head(PrHead(REPO, closed, SHA2, "closed", "main", INSTALLATION_ID, datetime.now(UTC)))
+        checks = {number: github_fake.runs_for(REPO, sha) for number, sha in ((PR, SHA1), (closed, SHA2))}
+        assert [run["conclusion"] for runs in checks.values() for run in runs] == ["failure", "failure"], checks
+
+        # Upstream moves acme/torch-acme down to L2: it no longer gates. Nothing else happens to the PR.
+        writes = len(github_fake.writes())
+        [before] = [dict(comment) for comment in github_fake.bot_comments(REPO, PR)]
+        allowlist_file.write_text("L2:\n  - acme/torch-acme\n")
+        assert await source.refresh("test")
+        await bot.drain()
+        [run] = github_fake.runs_for(REPO, SHA1)
+        assert run["conclusion"] != "failure" and "acme/torch-acme" in run["output"]["summary"], run
+        [after] = github_fake.bot_comments(REPO, PR)
+        assert after["id"] == before["id"] and after["body"] != before["body"], "edited in place"
+        assert [w.kind for w in github_fake.writes()[writes:]] == ["comment.update", "check.update"], (
+            "the open PR is written once (its comment's headline follows the gate); the closed one is not touched")
+
+        # The same copy read again is no change: no render, no call.
+        requests = len(github_fake.requests)
+        assert await source.refresh("test again")
+        await bot.drain()
+        assert len(github_fake.requests) == requests
+    finally:
+        await bot.stop()
+        await source.stop()
