@@ -145,7 +145,8 @@ class WrkRun:
 
 def run_wrk(wrk: str, url: str, token: str, bodies: Path, *, connections: int, seconds: float, run_id: str,
             limit: int | None = None) -> WrkRun:
-    env = {**os.environ, "BODY_FILE": str(bodies), "RELAY_TOKEN": token, "RUN_ID": run_id}
+    env = {**os.environ, "BODY_FILE": str(bodies), "RELAY_TOKEN": token, "RUN_ID": run_id,
+           "LUA_PATH": f"{WRK_SCRIPT.parent}/?.lua;;"}  # the scripts' shared report.lua
     if limit is not None:
         env["LIMIT"] = str(limit)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -135,7 +135,7 @@ async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: i
     posts the same jobs again (``jobs`` per connection), so the stored data stops growing."""
     env = {**os.environ, "BODY_FILE": str(body_file), "RELAY_TOKEN": server.token, "RATE": f"{rate:.3f}",
            "PRS": str(prs), "RUN_ID": "fixed" if jobs else f"m{minute}", "CONNECTIONS": str(WRK_CONNECTIONS),
-           "JOBS": str(jobs)}
+           "JOBS": str(jobs), "LUA_PATH": f"{REPO_ROOT / 'bench' / 'wrk'}/?.lua;;"}  # the shared report.lua
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "-d60s", "--timeout", "30s", "-s",
         str(REPO_ROOT / "bench" / "wrk" / "soak-results.lua"), server.base_url, env=env,
@@ -143,7 +143,10 @@ async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: i
     output, _ = await process.communicate()
     for line in output.decode().splitlines():
         if line.startswith("WRK_RESULT "):
-            return dict(json.loads(line.removeprefix("WRK_RESULT ")))
+            result = dict(json.loads(line.removeprefix("WRK_RESULT ")))
+            # Socket errors; answers other than 2xx/3xx are counted by status in "codes".
+            result["errors"] = sum(v for k, v in result["errors"].items() if k != "status")
+            return result
     raise RuntimeError(f"wrk printed no result:\n{output.decode()[-2000:]}")
 
 

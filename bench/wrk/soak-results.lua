@@ -73,21 +73,9 @@ function response(status, headers, body)
   codes[status] = (codes[status] or 0) + 1
 end
 
--- One machine-readable line for bench/soak.py (latencies in microseconds).
+-- One machine-readable line for bench/soak.py (bench/wrk/report.lua).
+local report = require("report")
+
 function done(summary, latency, requests)
-  local totals, statuses = {}, {}
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("codes") or {}) do
-      totals[status] = (totals[status] or 0) + count
-    end
-  end
-  for status, count in pairs(totals) do
-    statuses[#statuses + 1] = string.format('"%d": %d', status, count)
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"codes": {%s}}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max, table.concat(statuses, ", ")))
+  report.write(threads, summary, latency)
 end

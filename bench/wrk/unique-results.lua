@@ -93,23 +93,9 @@ function request()
   return wrk.format("POST", path, nil, table.concat(out))
 end
 
--- One machine-readable line for bench/ingest.py (latencies in microseconds).
+-- One machine-readable line for bench/ingest.py (bench/wrk/report.lua).
+local report = require("report")
+
 function done(summary, latency, requests)
-  local totals, statuses = {}, {}
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("codes") or {}) do
-      totals[status] = (totals[status] or 0) + count
-    end
-  end
-  for status, count in pairs(totals) do
-    statuses[#statuses + 1] = string.format('"%d": %d', status, count)
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, ' ..
-    '"status": %d, "timeout": %d}, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, ' ..
-    '"codes": {%s}}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    table.concat(statuses, ", ")))
+  report.write(threads, summary, latency)
 end
