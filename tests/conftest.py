@@ -122,6 +122,17 @@ def dynamodb_client(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
+def streams_client(moto_endpoint: str) -> Any:
+    """DynamoDB Streams of the moto server (the replicator's reads)."""
+    import boto3
+
+    from ingest.stores.dynamo import client_config
+
+    return boto3.client("dynamodbstreams", endpoint_url=moto_endpoint, region_name="us-east-1",
+                        config=client_config())
+
+
+@pytest.fixture
 def dynamo_table(dynamodb_client: Any) -> str:
     """A fresh, uniquely named results table (streams on) in the moto server."""
     from ingest.dynamo_schema import create_table

@@ -18,10 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingest.dynamo_schema import stream_arn
-from ingest.stores.dynamo import DynamoStore, client_config
+from ingest.stores.dynamo import DynamoStore
 from replicator.checkpoints import FileCheckpoints
 from replicator.follower import StreamFollower
 from replicator.pipeline import Replicator
@@ -62,14 +60,6 @@ class SimulatedTime:
         self.stop.clear()
         follower.stop = self.stop
         follower.run()
-
-
-@pytest.fixture
-def streams_client(moto_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client("dynamodbstreams", endpoint_url=moto_endpoint, region_name="us-east-1",
-                        config=client_config())
 
 
 async def test_clickhouse_down_for_a_minute_then_back(

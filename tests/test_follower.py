@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ingest.dynamo_schema import stream_arn
-from ingest.stores.dynamo import DynamoStore, client_config
+from ingest.stores.dynamo import DynamoStore
 from replicator.checkpoints import CheckpointError, FileCheckpoints, MemoryCheckpoints, ShardCheckpoint
 from replicator.follower import FollowerConfig, StreamFollower
 from replicator.pipeline import Replicator
@@ -316,14 +316,6 @@ def final_state(warehouse: Warehouse) -> dict[str, tuple[str, int]]:
 def doubled_rows(warehouse: Warehouse) -> int:
     rows = warehouse.query(f"SELECT count() - uniqExact(key, version) AS doubled FROM {JOB_RESULTS_TABLE}")
     return int(rows[0]["doubled"])
-
-
-@pytest.fixture
-def streams_client(moto_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client("dynamodbstreams", endpoint_url=moto_endpoint, region_name="us-east-1",
-                        config=client_config())
 
 
 async def test_moto_stream_into_the_warehouse_survives_a_restart(
