@@ -20,6 +20,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from oot_hud.responses import WAREHOUSE_DOWN, html_page, plain
 from oot_hud.services import Services
+from oot_hud.settings import Settings
+from policy.allowlist import Allowlist
 from policy.canary import RECENT_PRS
 from renderers.backend import MAX_PAGE, MAX_TRUNK, PER_PAGE, BackendView, build_backend, is_event_view, render_backend
 from renderers.badge import BADGE_DAYS, badge_rate, render_badge
@@ -66,11 +68,15 @@ def level_rows(warehouse: Warehouse, *, days: int, now: datetime) -> list[dict]:
 HEALTH_WINDOW_DAYS = 30  # how far back the pipeline health line looks for the canaries' reports
 
 
+def registry_for(settings: Settings, allowlist: Allowlist | None) -> Registry:
+    """What the pages know about backends besides their results: ``allowlist`` and the configured canaries."""
+    return Registry(allowlist=allowlist, label_prefix=settings.l3_label_prefix,
+                    canaries=tuple(settings.canary_backends))
+
+
 def registry_of(services: Services) -> Registry:
-    """The allowlist in use (refreshed while running) and the canaries, for the pages."""
-    policy = services.pr_policy()
-    return Registry(allowlist=policy.allowlist, label_prefix=policy.label_prefix,
-                    canaries=tuple(services.settings.canary_backends))
+    """The allowlist in use (refreshed while running) and the canaries, for the live pages."""
+    return registry_for(services.settings, services.pr_policy().allowlist)
 
 
 def health_rows(warehouse: Warehouse, canaries: tuple[str, ...], *, now: datetime,

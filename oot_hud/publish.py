@@ -39,6 +39,7 @@ from oot_hud.pages import (
     dashboard_rows,
     health_rows,
     level_rows,
+    registry_for,
     registry_of,
     stats_rows,
     summary_html,
@@ -340,8 +341,7 @@ def command(args: Any, settings: Any) -> int:
 def _render_locally(settings: Any, ranges: tuple[int, ...]) -> dict[str, str]:
     from oot_hud.services import open_warehouse
 
-    registry = Registry(allowlist=_read_allowlist(settings), label_prefix=settings.l3_label_prefix,
-                        canaries=tuple(settings.canary_backends))
+    registry = registry_for(settings, _read_allowlist(settings))
     warehouse = open_warehouse(settings)
     try:
         return render_site(warehouse, ranges=ranges, now=datetime.now(UTC), silence_hours=settings.silence_hours,
