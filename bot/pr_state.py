@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sql.bot_state import Watermark
-from sql.records import PrRef, parse_time
+from sql.records import PrRef, as_utc, parse_time
 from sql.warehouse import Warehouse
 
 PR_HEADS_TABLE = "oot_pr_heads"
@@ -47,10 +47,6 @@ def when(value: Any, default: datetime | None = None) -> datetime:
     return default or datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class PrState:
     """Reads and writes the bot's two small tables; installations are also kept in memory."""
 
@@ -82,7 +78,7 @@ class PrState:
             return None
         row = rows[0]
         return PrHead(upstream_repo, pr_number, str(row["sha"]), str(row["st"]), str(row["base"]), int(row["inst"]),
-                      _aware(row["last_update"]), str(row["title"]), str(row["author"]),
+                      as_utc(row["last_update"]), str(row["title"]), str(row["author"]),
                       tuple(str(label) for label in row["labels"]))
 
     def prs_for_sha(self, upstream_repo: str, head_sha: str) -> list[int]:

@@ -21,7 +21,7 @@ from renderers.policy import pass_rate
 from renderers.pr_view import BackendResult, JobResult, VerdictCounts, build_pr_view, worst
 from renderers.registry import NO_REGISTRY, Registration, Registry
 from renderers.trends import TREND_RANGES, BackendTrend, build_trends
-from sql.records import parse_time
+from sql.records import as_utc, parse_time
 
 PER_PAGE = 50  # PRs per page (most recently active first), with previous / next links
 MAX_TRUNK = 30  # trunk commits per view
@@ -390,7 +390,7 @@ def _float(value: Any) -> float | None:
 
 def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
     if isinstance(value, str) and value:
         return parse_time(value)
     return None

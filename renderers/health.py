@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from renderers.frame import Site
+from sql.records import as_utc
 
 STATES = {"silent": ("red", "relay silent"), "degraded": ("amber", "degraded"), "healthy": ("green", "healthy"),
           "waiting": ("grey", "no PR results yet")}
@@ -118,6 +119,4 @@ def canary_state(last_report: datetime | None, prs: Iterable[CanaryPr], *, now: 
 
 
 def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value) if isinstance(value, datetime) else None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC
 
 from policy.gate import LEVELS_FROM_ALLOWLIST, LEVELS_FROM_RELAY, GateDecision, GateJob, Pending
 from renderers.md_escape import md_link, md_text, path_segment
 from renderers.policy import Verdict, format_duration
 from renderers.pr_view import BackendResult, JobResult, PrView, VerdictCounts, gate_decision, has_results
+from sql.records import as_utc
 
 COMMENT_MARKER = "<!-- oot-hud:pr-comment -->"  # first line of the sticky comment
 COMMENT_BUDGET_CHARS = 65_536  # GitHub's limit on a comment body (characters)
@@ -247,7 +247,7 @@ def _since(item: Pending) -> tuple[str, str]:
     it on every render; this text changes at most once an hour, and only if something else re-renders it."""
     if item.since is None:
         return "", ""
-    since = (item.since if item.since.tzinfo else item.since.replace(tzinfo=UTC)).astimezone(UTC)
+    since = as_utc(item.since)
     hours = int(item.age.total_seconds() // 3600) if item.age is not None else 0
     if hours >= 24:
         return f"{since:%Y-%m-%d %H:%M} UTC", f"{hours // 24}d"

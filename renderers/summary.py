@@ -16,6 +16,7 @@ from renderers.health import PipelineHealth
 from renderers.html import render_page
 from renderers.policy import pass_rate
 from renderers.registry import NO_REGISTRY, Registration, Registry
+from sql.records import as_utc
 
 # The summary's sections, in order: (level, heading, what the level means).
 LEVEL_SECTIONS = (
@@ -196,7 +197,7 @@ def _backend(row: Mapping[str, Any], *, days: int, day_list: tuple[date, ...], s
         running=pr_only("running"), no_report=pr_only("no_report"),
         flaky=int(row["flaky"]) - int(row.get("trunk_flaky") or 0), total=int(row["total"]) - trunk_total,
         avg_duration_s=None if row.get("avg_duration_s") is None else float(row["avg_duration_s"]),
-        last_run=_as_utc(last_run) if isinstance(last_run, datetime) else None,
+        last_run=as_utc(last_run) if isinstance(last_run, datetime) else None,
         trunk_rate=pass_rate(trunk_ok, trunk_failed, trunk_timed_out),
         trunk_judged=trunk_ok + trunk_failed + trunk_timed_out,
         series=tuple(per_day.get(day) for day in day_list), series_days=day_list,
@@ -210,6 +211,3 @@ def _as_date(value: Any) -> date:
         return value
     return date.fromisoformat(str(value))
 
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

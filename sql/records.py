@@ -93,10 +93,12 @@ def format_time(value: datetime) -> str:
 
 def parse_time(value: str) -> datetime:
     """Parse an ISO-8601 timestamp; naive values are UTC."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value))
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive one (as the warehouse's driver returns them) is UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # Warehouse columns in table order: (name, ClickHouse type). The schema file must agree (a test checks).
