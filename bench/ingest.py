@@ -111,6 +111,7 @@ def peak_mib(pid: int) -> float:
 # ---- wrk ----
 
 def ensure_wrk() -> str:
+    """wrk's path, installed with apt-get first when it is missing and this runs as root."""
     found = shutil.which("wrk")
     if found:
         return found
@@ -120,7 +121,7 @@ def ensure_wrk() -> str:
         found = shutil.which("wrk")
         if found:
             return found
-    sys.exit("bench/ingest.py needs wrk: apt-get install -y wrk")
+    sys.exit("this benchmark needs wrk: apt-get install -y wrk")
 
 
 @dataclass

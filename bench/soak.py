@@ -39,6 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bot import private_key
+from bench.ingest import ensure_wrk
 from tests.conftest import github_payload, relay_payload
 from tests.github_fake import APP_ID, APP_SLUG, GitHubFake, signed_headers
 from tests.servers import REPO_ROOT, ServerProcess, free_port
@@ -137,7 +138,7 @@ async def wrk_minute(server: ServerProcess, body_file: Path, rate: float, prs: i
            "PRS": str(prs), "RUN_ID": "fixed" if jobs else f"m{minute}", "CONNECTIONS": str(WRK_CONNECTIONS),
            "JOBS": str(jobs), "LUA_PATH": f"{REPO_ROOT / 'bench' / 'wrk'}/?.lua;;"}  # the shared report.lua
     process = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "-d60s", "--timeout", "30s", "-s",
+        ensure_wrk(), "-t1", f"-c{WRK_CONNECTIONS}", "-d60s", "--timeout", "30s", "-s",
         str(REPO_ROOT / "bench" / "wrk" / "soak-results.lua"), server.base_url, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await process.communicate()
